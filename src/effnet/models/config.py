@@ -1,0 +1,198 @@
+"""Architecture configs for the EfficientNet family, declared as data.
+
+EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks (Tan & Le, ICML 2019,
+https://arxiv.org/abs/1905.11946). EfficientNet-Lite is the TensorFlow TPU repository's
+edge variant: ReLU6 instead of SiLU, no squeeze-and-excitation, and a stem and head that are
+not scaled, which keeps it friendly to int8 quantization.
+
+An :class:`EfficientNetConfig` describes the *shape* of a network only. Where a checkpoint
+comes from lives in :mod:`effnet.weights`; training and compression settings live in recipes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from effnet.errors import EffnetError
+
+Activation = Literal["silu", "relu6"]
+Padding = Literal["symmetric", "same"]
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage of MBConv blocks in the unscaled (B0) network.
+
+    Channels and repeats here are *before* width and depth scaling; see
+    :func:`effnet.models.scaling.resolve_stages` for the scaled values.
+    """
+
+    kernel: int  # depthwise kernel size
+    stride: int  # stride of the first block of the stage; the rest use 1
+    expand: int  # expansion ratio of the inverted bottleneck
+    out_channels: int
+    repeats: int
+
+
+# Table 1 of the EfficientNet paper: the B0 baseline found by neural architecture search.
+B0_STAGES: tuple[StageSpec, ...] = (
+    StageSpec(kernel=3, stride=1, expand=1, out_channels=16, repeats=1),
+    StageSpec(kernel=3, stride=2, expand=6, out_channels=24, repeats=2),
+    StageSpec(kernel=5, stride=2, expand=6, out_channels=40, repeats=2),
+    StageSpec(kernel=3, stride=2, expand=6, out_channels=80, repeats=3),
+    StageSpec(kernel=5, stride=1, expand=6, out_channels=112, repeats=3),
+    StageSpec(kernel=5, stride=2, expand=6, out_channels=192, repeats=4),
+    StageSpec(kernel=3, stride=1, expand=6, out_channels=320, repeats=1),
+)
+
+
+@dataclass(frozen=True)
+class EfficientNetConfig:
+    """The shape of one EfficientNet: the B0 stages plus the multipliers that scale them."""
+
+    name: str
+    width_mult: float = 1.0  # channel multiplier (beta ** phi)
+    depth_mult: float = 1.0  # repeat multiplier (alpha ** phi)
+    resolution: int = 224  # default input side (gamma ** phi times 224, or the released table)
+    dropout: float = 0.2  # dropout before the classifier
+    drop_path: float = 0.2  # stochastic depth rate of the last block; earlier blocks scale linearly
+    activation: Activation = "silu"
+    se_ratio: float = 0.25  # squeeze channels = block input channels * se_ratio; 0 disables SE
+    fixed_stem_head: bool = False  # Lite: stem/head widths and first/last stage depths are not scaled
+    stem_channels: int = 32
+    head_channels: int = 1280
+    stages: tuple[StageSpec, ...] = B0_STAGES
+    divisor: int = 8  # channels are rounded to multiples of this
+    # Numerical flavour. PyTorch-trained weights use symmetric padding and eps 1e-5; weights
+    # ported from TensorFlow need TF "same" padding and eps 1e-3 to reproduce their logits.
+    padding: Padding = "symmetric"
+    bn_eps: float = 1e-5
+    bn_momentum: float = 0.1
+    num_classes: int = 1000
+    in_chans: int = 3
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.width_mult <= 0 or self.depth_mult <= 0:
+            problems.append("width_mult and depth_mult must be positive")
+        if self.resolution < 32:
+            problems.append(f"resolution must be at least 32, got {self.resolution}")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.drop_path < 1.0:
+            problems.append(f"drop_path must be in [0, 1), got {self.drop_path}")
+        if self.activation not in ("silu", "relu6"):
+            problems.append(f"activation must be 'silu' or 'relu6', got {self.activation!r}")
+        if self.padding not in ("symmetric", "same"):
+            problems.append(f"padding must be 'symmetric' or 'same', got {self.padding!r}")
+        if self.num_classes < 1:
+            problems.append(f"num_classes must be at least 1, got {self.num_classes}")
+        if self.in_chans < 1:
+            problems.append(f"in_chans must be at least 1, got {self.in_chans}")
+        if not self.stages:
+            problems.append("a network needs at least one stage")
+        if problems:
+            raise EffnetError(f"invalid config {self.name!r}: " + "; ".join(problems))
+
+    def replace(self, **changes: Any) -> EfficientNetConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data; :meth:`from_dict` reverses it."""
+        data = dataclasses.asdict(self)
+        data["stages"] = [dataclasses.asdict(s) for s in self.stages]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EfficientNetConfig:
+        """Rebuild a config from :meth:`to_dict` output, rejecting unknown keys by name."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise EffnetError(f"unknown architecture config keys: {', '.join(unknown)}")
+        values = dict(data)
+        if "stages" in values:
+            try:
+                values["stages"] = tuple(StageSpec(**s) for s in values["stages"])
+            except TypeError as exc:
+                raise EffnetError(f"invalid stage in architecture config: {exc}") from None
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class _Row:
+    width: float
+    depth: float
+    resolution: int
+    dropout: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# The released B0-B7 use this table, not the compound-scaling formula (the paper's Table 7 and
+# the reference code). B5-B7 carry TensorFlow-ported batch-norm constants, as torchvision's do.
+_TF_BN = {"bn_eps": 1e-3, "bn_momentum": 0.01}
+_B_ROWS: dict[str, _Row] = {
+    "efficientnet_b0": _Row(1.0, 1.0, 224, 0.2),
+    "efficientnet_b1": _Row(1.0, 1.1, 240, 0.2),
+    "efficientnet_b2": _Row(1.1, 1.2, 260, 0.3),
+    "efficientnet_b3": _Row(1.2, 1.4, 300, 0.3),
+    "efficientnet_b4": _Row(1.4, 1.8, 380, 0.4),
+    "efficientnet_b5": _Row(1.6, 2.2, 456, 0.4, _TF_BN),
+    "efficientnet_b6": _Row(1.8, 2.6, 528, 0.5, _TF_BN),
+    "efficientnet_b7": _Row(2.0, 3.1, 600, 0.5, _TF_BN),
+}
+
+# EfficientNet-Lite (tensorflow/tpu efficientnet/lite). The only public weights are TF ports,
+# so the default flavour is TF's: "same" padding and eps 1e-3.
+_LITE = {
+    "activation": "relu6",
+    "se_ratio": 0.0,
+    "fixed_stem_head": True,
+    "padding": "same",
+    **_TF_BN,
+}
+_LITE_ROWS: dict[str, _Row] = {
+    "efficientnet_lite0": _Row(1.0, 1.0, 224, 0.2, _LITE),
+    "efficientnet_lite1": _Row(1.0, 1.1, 240, 0.2, _LITE),
+    "efficientnet_lite2": _Row(1.1, 1.2, 260, 0.3, _LITE),
+    "efficientnet_lite3": _Row(1.2, 1.4, 280, 0.3, _LITE),
+    "efficientnet_lite4": _Row(1.4, 1.8, 300, 0.3, _LITE),
+}
+
+MODEL_CONFIGS: dict[str, EfficientNetConfig] = {
+    name: EfficientNetConfig(
+        name=name,
+        width_mult=row.width,
+        depth_mult=row.depth,
+        resolution=row.resolution,
+        dropout=row.dropout,
+        **row.extra,
+    )
+    for name, row in {**_B_ROWS, **_LITE_ROWS}.items()
+}
+
+
+def normalize_name(name: str) -> str:
+    """``EfficientNet-B0``, ``efficientnet-b0`` and ``b0`` all mean ``efficientnet_b0``."""
+    key = name.strip().lower().replace("-", "_")
+    if key and not key.startswith("efficientnet") and f"efficientnet_{key}" in MODEL_CONFIGS:
+        key = f"efficientnet_{key}"
+    return key
+
+
+def get_config(name: str) -> EfficientNetConfig:
+    """The registered config for a model name; unknown names get a suggestion.
+
+    >>> get_config("efficientnet_b3").resolution
+    300
+    """
+    key = normalize_name(name)
+    if key in MODEL_CONFIGS:
+        return MODEL_CONFIGS[key]
+    close = difflib.get_close_matches(key, MODEL_CONFIGS, n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise EffnetError(f"unknown model {name!r}; {hint}run 'effnet list' or effnet.list_models() for the names")

@@ -1,0 +1,147 @@
+"""The EfficientNet network (Tan & Le, 2019, https://arxiv.org/abs/1905.11946).
+
+One module serves the whole family: its shape comes from an
+:class:`~effnet.models.config.EfficientNetConfig` through :mod:`effnet.models.scaling`.
+The module publishes its structure (``stem_name``, ``classifier_name``, ``feature_info``)
+so training, pruning and export can find the layers they need without guessing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from effnet.models.blocks import ConvBnAct, MBConv
+from effnet.models.config import EfficientNetConfig
+from effnet.models.scaling import head_channels, resolve_stages, stem_channels
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One feature map that ``features_only`` returns: where it is taken and its shape."""
+
+    stage: int  # index into ``model.stages``; the map is that stage's output
+    channels: int
+    stride: int  # reduction relative to the input
+
+
+class EfficientNet(nn.Module):
+    """EfficientNet from a config; ``forward`` returns logits, or feature maps if ``features_only``.
+
+    >>> from effnet.models.config import get_config
+    >>> model = EfficientNet(get_config("efficientnet_b0"))
+    >>> model(torch.zeros(1, 3, 224, 224)).shape
+    torch.Size([1, 1000])
+    """
+
+    stem_name = "stem.conv"
+    classifier_name = "classifier"
+
+    def __init__(self, config: EfficientNetConfig, features_only: bool = False) -> None:
+        super().__init__()
+        self.config = config
+        self.features_only = features_only
+        norm = {"padding": config.padding, "bn_eps": config.bn_eps, "bn_momentum": config.bn_momentum}
+        act = config.activation
+        self.stem = ConvBnAct(config.in_chans, stem_channels(config), 3, stride=2, activation=act, **norm)
+
+        resolved = resolve_stages(config)
+        total_blocks = sum(s.repeats for s in resolved)
+        block_index = 0
+        stride = 2  # the stem halves the input
+        stages: list[nn.Module] = []
+        features: list[FeatureInfo] = []
+        for stage in resolved:
+            blocks = []
+            for i in range(stage.repeats):
+                blocks.append(
+                    MBConv(
+                        in_channels=stage.in_channels if i == 0 else stage.out_channels,
+                        out_channels=stage.out_channels,
+                        kernel=stage.kernel,
+                        stride=stage.stride if i == 0 else 1,
+                        expand=stage.expand,
+                        se_ratio=config.se_ratio,
+                        activation=act,
+                        # Stochastic depth grows linearly with depth (Huang et al., 2016).
+                        drop_path=config.drop_path * block_index / total_blocks,
+                        **norm,
+                    )
+                )
+                block_index += 1
+            stages.append(nn.Sequential(*blocks))
+            stride *= stage.stride
+            if features and features[-1].stride == stride:
+                features[-1] = FeatureInfo(stage.index, stage.out_channels, stride)
+            else:
+                features.append(FeatureInfo(stage.index, stage.out_channels, stride))
+        self.stages = nn.Sequential(*stages)
+        self.feature_info: tuple[FeatureInfo, ...] = tuple(features)
+
+        self.num_features = head_channels(config)
+        if features_only:
+            self.head = None
+            self.classifier = None
+        else:
+            self.head = ConvBnAct(resolved[-1].out_channels, self.num_features, 1, activation=act, **norm)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.dropout = nn.Dropout(config.dropout)
+            self.classifier = nn.Linear(self.num_features, config.num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # The initialisation of the reference implementations (variance-scaling for convs,
+        # uniform for the classifier); it matters when training from scratch.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                bound = 1.0 / m.out_features**0.5
+                nn.init.uniform_(m.weight, -bound, bound)
+                nn.init.zeros_(m.bias)
+
+    @property
+    def num_classes(self) -> int:
+        return 0 if self.classifier is None else self.classifier.out_features
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier with a freshly initialised one for ``num_classes`` classes."""
+        if self.features_only:
+            raise ValueError("a features_only model has no classifier")
+        self.classifier = nn.Linear(self.num_features, num_classes)
+        bound = 1.0 / num_classes**0.5
+        nn.init.uniform_(self.classifier.weight, -bound, bound)
+        nn.init.zeros_(self.classifier.bias)
+        self.config = self.config.replace(num_classes=num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map, after the head convolution (before pooling)."""
+        x = self.stages(self.stem(x))
+        return self.head(x) if self.head is not None else x
+
+    def forward_pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps at strides 2, 4, 8, 16 and 32 (see ``feature_info``)."""
+        taps = {f.stage for f in self.feature_info}
+        outputs = []
+        x = self.stem(x)
+        for index, stage in enumerate(self.stages):
+            x = stage(x)
+            if index in taps:
+                outputs.append(x)
+        return outputs
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Pool, dropout and classify the output of :meth:`forward_features`."""
+        return self.classifier(self.dropout(torch.flatten(self.pool(features), 1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if self.features_only:
+            return self.forward_pyramid(x)
+        return self.forward_head(self.forward_features(x))

@@ -1,0 +1,168 @@
+"""``create_model`` and ``list_models``: the front door of the model zoo."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from effnet.errors import EffnetError
+from effnet.models.config import MODEL_CONFIGS, EfficientNetConfig, get_config
+from effnet.models.efficientnet import EfficientNet
+from effnet.weights.formats import Converted, convert
+from effnet.weights.io import read_checkpoint
+from effnet.weights.specs import Preprocessing, find_weight_spec, get_weight_spec, imagenet_categories
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered model names, optionally filtered by a substring or ``fnmatch`` pattern.
+
+    >>> list_models("lite")[:2]
+    ['efficientnet_lite0', 'efficientnet_lite1']
+    """
+    import fnmatch
+
+    names = list(MODEL_CONFIGS)
+    if not pattern:
+        return names
+    if any(ch in pattern for ch in "*?["):
+        return [n for n in names if fnmatch.fnmatch(n, pattern)]
+    return [n for n in names if pattern in n]
+
+
+def create_model(
+    name: str | EfficientNetConfig | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    num_classes: int | None = None,
+    in_chans: int = 3,
+    drop_rate: float | None = None,
+    drop_path_rate: float | None = None,
+    features_only: bool = False,
+) -> EfficientNet:
+    """Build an EfficientNet, optionally filled with pretrained or saved weights.
+
+    Args:
+        name: a registered name (``efficientnet_b0`` ... ``efficientnet_lite4``) or a config
+            from :func:`effnet.scaled_config`; may be None when ``weights`` is an effnet
+            checkpoint or the architecture can be read off the checkpoint.
+        weights: ``"imagenet"`` (the default weights of ``name``), a tag such as ``"tf_in1k"``,
+            or a path to a torchvision, timm, efficientnet_pytorch or effnet checkpoint; the
+            format is detected.
+        num_classes: a new class count; with weights of another count, the classifier is
+            replaced (freshly initialised) and everything else is kept.
+        in_chans: input channels; pretrained RGB stem weights are adapted.
+        drop_rate, drop_path_rate: dropout before the classifier and stochastic depth.
+        features_only: return the feature maps at strides 2, 4, 8, 16, 32 instead of logits.
+
+    >>> model = create_model("efficientnet_b0", num_classes=10)
+    >>> model(torch.zeros(2, 3, 224, 224)).shape
+    torch.Size([2, 10])
+    """
+    if num_classes is not None and num_classes < 1:
+        raise EffnetError(f"num_classes must be at least 1, got {num_classes}")
+    if in_chans < 1:
+        raise EffnetError(f"in_chans must be at least 1, got {in_chans}")
+    config = name if isinstance(name, EfficientNetConfig) else (get_config(name) if name else None)
+
+    converted: Converted | None = None
+    meta: dict[str, Any] = {}
+    if weights is not None:
+        config, converted, meta = _resolve_weights(config, weights)
+    elif config is None:
+        raise EffnetError("create_model needs a model name, a config, or weights to read the architecture from")
+
+    overrides: dict[str, Any] = {"in_chans": in_chans}
+    if num_classes is not None:
+        overrides["num_classes"] = num_classes
+    if drop_rate is not None:
+        overrides["dropout"] = drop_rate
+    if drop_path_rate is not None:
+        overrides["drop_path"] = drop_path_rate
+    config = config.replace(**overrides)
+    model = EfficientNet(config, features_only=features_only)
+
+    if converted is not None:
+        state = dict(converted.state_dict)
+        if converted.in_chans != in_chans:
+            state["stem.conv.weight"] = adapt_input_channels(state["stem.conv.weight"], in_chans)
+        new_head = converted.num_classes != config.num_classes
+        if new_head or features_only:
+            state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+        if features_only:
+            state = {k: v for k, v in state.items() if not k.startswith("head.")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        allowed_missing = {"classifier.weight", "classifier.bias"} if new_head else set()
+        if unexpected or set(missing) - allowed_missing:
+            raise EffnetError(f"weights do not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        if new_head:
+            meta["classes"] = None  # the old class names no longer apply
+    model.pretrained_meta = _finish_meta(meta, config)
+    return model
+
+
+def _resolve_weights(
+    config: EfficientNetConfig | None, weights: str | os.PathLike[str]
+) -> tuple[EfficientNetConfig, Converted, dict[str, Any]]:
+    """Turn ``weights`` (a tag or a path) into converted tensors and their metadata."""
+    text = os.fspath(weights)
+    spec = find_weight_spec(config.name, text) if config is not None else None
+    meta: dict[str, Any] = {}
+    if spec is not None:
+        from effnet.weights.hub import fetch
+
+        path = fetch(spec)
+        meta = {"weights": spec.name, "preprocessing": spec.preprocessing.to_dict(), "top1": spec.top1}
+        if spec.categories == "imagenet-1k":
+            meta["classes"] = list(imagenet_categories())
+    elif Path(text).exists():
+        path = Path(text)
+    elif _looks_like_path(text):
+        raise EffnetError(f"weights file {text} does not exist")
+    elif config is not None:
+        spec = get_weight_spec(config.name, text)  # raises, listing the tags that exist
+        raise EffnetError(f"weights {spec.name} could not be resolved")
+    else:
+        raise EffnetError(f"weights={text!r} names registered weights; give the model name as well")
+    ckpt = read_checkpoint(path)
+    new_config, converted = convert(ckpt, config)
+    if not meta:
+        meta = {"weights": str(path)}
+        for key in ("classes", "preprocessing"):
+            if key in ckpt.metadata:
+                meta[key] = ckpt.metadata[key]
+        if "classes" not in meta and converted.num_classes == 1000:
+            meta["classes"] = list(imagenet_categories())
+    meta["source_format"] = converted.source_format
+    return new_config, converted, meta
+
+
+def _looks_like_path(text: str) -> bool:
+    return os.sep in text or "." in Path(text).name
+
+
+def _finish_meta(meta: dict[str, Any], config: EfficientNetConfig) -> dict[str, Any]:
+    out = dict(meta)
+    if "preprocessing" not in out:
+        out["preprocessing"] = Preprocessing.default_for(config.resolution).to_dict()
+    classes = out.get("classes")
+    if not classes or len(classes) != config.num_classes:
+        out["classes"] = [str(i) for i in range(config.num_classes)]
+    out["arch"] = config.name
+    return out
+
+
+def adapt_input_channels(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """Adapt RGB stem weights to ``in_chans`` inputs, keeping the response to gray images.
+
+    One channel sums the RGB filters (a gray image then gives the same activations as its RGB
+    copy); more channels tile RGB and rescale so activations keep their magnitude.
+    """
+    if in_chans == weight.shape[1]:
+        return weight
+    if in_chans == 1:
+        return weight.sum(dim=1, keepdim=True)
+    repeats = -(-in_chans // weight.shape[1])
+    tiled = weight.repeat(1, repeats, 1, 1)[:, :in_chans]
+    return tiled * (weight.shape[1] / in_chans)

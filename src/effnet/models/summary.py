@@ -1,0 +1,74 @@
+"""What ``effnet info`` prints: size, cost and the per-stage shape of a model."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from effnet.models.config import EfficientNetConfig, get_config
+from effnet.models.efficientnet import EfficientNet
+from effnet.models.scaling import head_channels, resolve_stages, stem_channels
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    params: int
+    flops: int  # floating-point operations of one forward pass at ``resolution`` (2 per multiply-add)
+    macs: int
+    resolution: int
+    activation: str
+    squeeze_excitation: bool
+    stem_channels: int
+    head_channels: int
+    stages: list[dict]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def count_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: torch.nn.Module, resolution: int, in_chans: int = 3) -> int:
+    """FLOPs of one image through ``model`` by PyTorch's own counter (convolutions and matmuls)."""
+    device = next(model.parameters()).device
+    x = torch.zeros(1, in_chans, resolution, resolution, device=device)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.eval()(x)
+    return int(counter.get_total_flops())
+
+
+def model_info(name_or_config: str | EfficientNetConfig) -> ModelInfo:
+    """Parameters, FLOPs at the default resolution and the stage table, computed on the meta device."""
+    config = name_or_config if isinstance(name_or_config, EfficientNetConfig) else get_config(name_or_config)
+    with torch.device("meta"):
+        model = EfficientNet(config)
+    flops = count_flops(model, config.resolution, config.in_chans)
+    stages = [
+        {
+            "stage": s.index,
+            "kernel": s.kernel,
+            "stride": s.stride,
+            "expand": s.expand,
+            "in_channels": s.in_channels,
+            "out_channels": s.out_channels,
+            "repeats": s.repeats,
+        }
+        for s in resolve_stages(config)
+    ]
+    return ModelInfo(
+        name=config.name,
+        params=count_params(model),
+        flops=flops,
+        macs=flops // 2,
+        resolution=config.resolution,
+        activation=config.activation,
+        squeeze_excitation=config.se_ratio > 0,
+        stem_channels=stem_channels(config),
+        head_channels=head_channels(config),
+        stages=stages,
+    )

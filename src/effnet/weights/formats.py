@@ -1,0 +1,333 @@
+"""Checkpoint formats: detection and declarative key maps to effnet's own names.
+
+Each source format is a table: where its stem, head and classifier live, and how the layers of
+one MBConv block are named. Conversion walks effnet's own ``state_dict`` keys, maps each to
+the source's key through the table, and checks every shape, so a checkpoint of another
+architecture or size is caught key by key and named. Parity of logits with each source
+implementation is verified by the tests.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from effnet.errors import EffnetError
+from effnet.models.config import MODEL_CONFIGS, EfficientNetConfig, get_config
+from effnet.models.scaling import resolve_stages
+from effnet.weights.io import EFFNET_FORMAT, Checkpoint
+
+# Parts of one MBConv block in effnet's naming, in forward order.
+BLOCK_PARTS = ("expand.conv", "expand.bn", "dw.conv", "dw.bn", "se.fc1", "se.fc2", "project.conv", "project.bn")
+
+
+@dataclass(frozen=True)
+class BlockLayout:
+    stage: int
+    block: int
+    flat: int  # index of the block counted over the whole network
+    has_expand: bool
+
+
+BlockMap = Callable[[BlockLayout, str], str]
+
+
+@dataclass(frozen=True)
+class SourceFormat:
+    """How one implementation names EfficientNet's layers."""
+
+    name: str
+    signature: str  # a key only this format has
+    stem: dict[str, str]
+    head: Callable[[int], dict[str, str]]  # number of stages -> head part names
+    classifier: str
+    block: BlockMap  # (layout, effnet part) -> source prefix
+    flavour: dict[str, Any] = field(default_factory=dict)  # arch fields its numerics need
+
+
+def _tv_block(layout: BlockLayout, part: str) -> str:
+    present = (["expand"] if layout.has_expand else []) + ["dw", "se", "project"]
+    module, sub = part.split(".")
+    position = present.index(module)
+    suffix = sub if module == "se" else {"conv": "0", "bn": "1"}[sub]
+    return f"features.{layout.stage + 1}.{layout.block}.block.{position}.{suffix}"
+
+
+_TIMM_IR = {
+    "expand.conv": "conv_pw",
+    "expand.bn": "bn1",
+    "dw.conv": "conv_dw",
+    "dw.bn": "bn2",
+    "se.fc1": "se.conv_reduce",
+    "se.fc2": "se.conv_expand",
+    "project.conv": "conv_pwl",
+    "project.bn": "bn3",
+}
+# timm's depthwise-separable block (stage 0, no expansion) numbers its layers differently.
+_TIMM_DS = {
+    "dw.conv": "conv_dw",
+    "dw.bn": "bn1",
+    "se.fc1": "se.conv_reduce",
+    "se.fc2": "se.conv_expand",
+    "project.conv": "conv_pw",
+    "project.bn": "bn2",
+}
+
+
+def _timm_block(layout: BlockLayout, part: str) -> str:
+    table = _TIMM_IR if layout.has_expand else _TIMM_DS
+    return f"blocks.{layout.stage}.{layout.block}.{table[part]}"
+
+
+_LUKEMELAS = {
+    "expand.conv": "_expand_conv",
+    "expand.bn": "_bn0",
+    "dw.conv": "_depthwise_conv",
+    "dw.bn": "_bn1",
+    "se.fc1": "_se_reduce",
+    "se.fc2": "_se_expand",
+    "project.conv": "_project_conv",
+    "project.bn": "_bn2",
+}
+
+
+def _lukemelas_block(layout: BlockLayout, part: str) -> str:
+    return f"_blocks.{layout.flat}.{_LUKEMELAS[part]}"
+
+
+def _effnet_block(layout: BlockLayout, part: str) -> str:
+    return f"stages.{layout.stage}.{layout.block}.{part}"
+
+
+_TF_FLAVOUR = {"padding": "same", "bn_eps": 1e-3, "bn_momentum": 0.01}
+
+FORMATS: dict[str, SourceFormat] = {
+    f.name: f
+    for f in (
+        SourceFormat(
+            name=EFFNET_FORMAT,
+            signature="stem.conv.weight",
+            stem={"stem.conv": "stem.conv", "stem.bn": "stem.bn"},
+            head=lambda n: {"head.conv": "head.conv", "head.bn": "head.bn"},
+            classifier="classifier",
+            block=_effnet_block,
+        ),
+        SourceFormat(
+            name="torchvision",
+            signature="features.0.0.weight",
+            stem={"stem.conv": "features.0.0", "stem.bn": "features.0.1"},
+            head=lambda n: {"head.conv": f"features.{n + 1}.0", "head.bn": f"features.{n + 1}.1"},
+            classifier="classifier.1",
+            block=_tv_block,
+            flavour={"padding": "symmetric"},
+        ),
+        SourceFormat(
+            name="timm",
+            signature="conv_stem.weight",
+            stem={"stem.conv": "conv_stem", "stem.bn": "bn1"},
+            head=lambda n: {"head.conv": "conv_head", "head.bn": "bn2"},
+            classifier="classifier",
+            block=_timm_block,
+            flavour={"padding": "symmetric", "bn_eps": 1e-5, "bn_momentum": 0.1},
+        ),
+        SourceFormat(
+            # lukemelas/EfficientNet-PyTorch, and the EfficientNet-Lite port built on it.
+            name="efficientnet_pytorch",
+            signature="_conv_stem.weight",
+            stem={"stem.conv": "_conv_stem", "stem.bn": "_bn0"},
+            head=lambda n: {"head.conv": "_conv_head", "head.bn": "_bn1"},
+            classifier="_fc",
+            block=_lukemelas_block,
+            flavour=_TF_FLAVOUR,
+        ),
+    )
+}
+
+
+def detect_format(ckpt: Checkpoint) -> SourceFormat:
+    """Which implementation wrote this checkpoint, from its metadata and key names."""
+    if ckpt.metadata.get("format") == EFFNET_FORMAT:
+        return FORMATS[EFFNET_FORMAT]
+    for fmt in FORMATS.values():
+        if fmt.signature in ckpt.tensors:
+            return fmt
+    sample = ", ".join(list(ckpt.tensors)[:4])
+    raise EffnetError(
+        f"{ckpt.path or 'checkpoint'} is not a recognised EfficientNet checkpoint (expected torchvision, "
+        f"timm, efficientnet_pytorch or effnet layer names; its first keys are: {sample})"
+    )
+
+
+def flavour_for(fmt: SourceFormat, ckpt: Checkpoint) -> dict[str, Any]:
+    """Architecture fields that reproduce the source's numerics (padding, batch-norm epsilon)."""
+    arch = str(ckpt.metadata.get("arch", ""))
+    if fmt.name == "timm" and arch.startswith("tf_"):
+        return dict(_TF_FLAVOUR)  # timm's tf_* models are TensorFlow ports
+    return dict(fmt.flavour)
+
+
+_STAGE_KEY = re.compile(r"^stages\.(\d+)\.(\d+)\.(.+)$")
+
+
+def key_map(config: EfficientNetConfig, fmt: SourceFormat, effnet_keys: list[str]) -> dict[str, str]:
+    """effnet key -> source key for every tensor of a model built from ``config``."""
+    stages = resolve_stages(config)
+    layouts: dict[tuple[int, int], BlockLayout] = {}
+    flat = 0
+    for stage in stages:
+        for b in range(stage.repeats):
+            layouts[(stage.index, b)] = BlockLayout(stage.index, b, flat, has_expand=stage.expand != 1)
+            flat += 1
+    fixed = {**fmt.stem, **fmt.head(len(stages)), "classifier": fmt.classifier}
+    mapping = {}
+    for key in effnet_keys:
+        prefix, _, param = key.rpartition(".")
+        match = _STAGE_KEY.match(prefix)
+        if match:
+            layout = layouts[(int(match.group(1)), int(match.group(2)))]
+            mapping[key] = f"{fmt.block(layout, match.group(3))}.{param}"
+        else:
+            mapping[key] = f"{fixed[prefix]}.{param}"
+    return mapping
+
+
+@functools.lru_cache(maxsize=64)
+def expected_shapes(config: EfficientNetConfig) -> dict[str, torch.Size]:
+    """The state-dict shapes of a model built from ``config``, computed without allocating it.
+
+    Cached: configs are frozen, and checking a checkpoint against every registered
+    architecture would otherwise rebuild each one.
+    """
+    from effnet.models.efficientnet import EfficientNet
+
+    with torch.device("meta"):
+        model = EfficientNet(config)
+    return {k: v.shape for k, v in model.state_dict().items()}
+
+
+@dataclass
+class Converted:
+    """A checkpoint translated to effnet's names, with what it says about the architecture."""
+
+    state_dict: dict[str, torch.Tensor]
+    source_format: str
+    flavour: dict[str, Any]
+    num_classes: int
+    in_chans: int
+    metadata: dict[str, Any]
+
+
+def _head_dims(fmt: SourceFormat, ckpt: Checkpoint) -> tuple[int, int]:
+    """(num_classes, in_chans) of the checkpoint, read off its classifier and stem."""
+    stem_key = f"{fmt.stem['stem.conv']}.weight"
+    cls_key = f"{fmt.classifier}.weight"
+    stem = ckpt.tensors.get(stem_key)
+    in_chans = int(stem.shape[1]) if stem is not None and stem.dim() == 4 else 3
+    cls = ckpt.tensors.get(cls_key)
+    num_classes = int(cls.shape[0]) if cls is not None and cls.dim() == 2 else 0
+    return num_classes, in_chans
+
+
+def _try_map(config: EfficientNetConfig, fmt: SourceFormat, ckpt: Checkpoint) -> tuple[dict[str, str], list[str]]:
+    """The key map and a list of problems (empty when the checkpoint fits ``config``)."""
+    shapes = expected_shapes(config)
+    mapping = key_map(config, fmt, list(shapes))
+    problems = []
+    for ours, theirs in mapping.items():
+        tensor = ckpt.tensors.get(theirs)
+        if tensor is None:
+            if not ours.endswith("num_batches_tracked"):
+                problems.append(f"missing {theirs}")
+        elif tensor.shape != shapes[ours]:
+            problems.append(f"{theirs} has shape {list(tensor.shape)}, expected {list(shapes[ours])}")
+    extra = set(ckpt.tensors) - set(mapping.values())
+    if extra:
+        problems.append(f"{len(extra)} unexpected tensors such as {sorted(extra)[0]}")
+    return mapping, problems
+
+
+def guess_architecture(ckpt: Checkpoint, fmt: SourceFormat | None = None) -> str | None:
+    """The registered model whose layer shapes this checkpoint matches exactly, if any."""
+    fmt = fmt or detect_format(ckpt)
+    num_classes, in_chans = _head_dims(fmt, ckpt)
+    count = _count_without_bn_counters(ckpt.tensors)
+    for name, config in MODEL_CONFIGS.items():
+        if _count_without_bn_counters(expected_shapes(config)) != count:
+            continue  # cheap rejection before mapping every key
+        candidate = config.replace(num_classes=max(num_classes, 1), in_chans=in_chans)
+        if not _try_map(candidate, fmt, ckpt)[1]:
+            return name
+    return None
+
+
+def _count_without_bn_counters(keys: Any) -> int:
+    return sum(1 for k in keys if not k.endswith("num_batches_tracked"))
+
+
+def convert(ckpt: Checkpoint, config: EfficientNetConfig | None) -> tuple[EfficientNetConfig, Converted]:
+    """Translate ``ckpt`` to effnet's names for ``config`` (or the architecture it records).
+
+    Returns the config the weights belong to (with the source's numerical flavour, class
+    count and input channels) and the converted weights. Any mismatch raises
+    :class:`EffnetError` naming the first differing layer and, when it can tell, the
+    architecture the checkpoint does fit.
+    """
+    fmt = detect_format(ckpt)
+    recorded = ckpt.metadata.get("arch")
+    if fmt.name == EFFNET_FORMAT and isinstance(recorded, dict):
+        from_ckpt = EfficientNetConfig.from_dict(recorded)
+        if config is not None and _shape_fields(config) != _shape_fields(from_ckpt):
+            raise EffnetError(
+                f"{ckpt.path} holds weights for {from_ckpt.name}, not {config.name}; "
+                f"use --model {from_ckpt.name} (or model name {from_ckpt.name!r})"
+            )
+        config = from_ckpt
+    if config is None:
+        guessed = guess_architecture(ckpt, fmt)
+        if guessed is None:
+            raise EffnetError(f"cannot tell which EfficientNet {ckpt.path} holds; name the model explicitly")
+        config = get_config(guessed)
+
+    num_classes, in_chans = _head_dims(fmt, ckpt)
+    if num_classes == 0:
+        raise EffnetError(f"{ckpt.path} has no classifier weights ({fmt.classifier}.weight); it is not a full model")
+    flavour = flavour_for(fmt, ckpt) if fmt.name != EFFNET_FORMAT else {}
+    target = config.replace(num_classes=num_classes, in_chans=in_chans, **flavour)
+    mapping, problems = _try_map(target, fmt, ckpt)
+    if problems:
+        guess = guess_architecture(ckpt, fmt)
+        hint = f"; it looks like {guess}" if guess and guess != config.name else ""
+        more = f" (and {len(problems) - 1} more differences)" if len(problems) > 1 else ""
+        raise EffnetError(f"{ckpt.path} ({fmt.name} format) does not match {config.name}: {problems[0]}{more}{hint}")
+    state = {}
+    for ours, theirs in mapping.items():
+        tensor = ckpt.tensors.get(theirs)
+        state[ours] = tensor if tensor is not None else torch.zeros((), dtype=torch.long)
+    converted = Converted(
+        state_dict=state,
+        source_format=fmt.name,
+        flavour=flavour,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        metadata=dict(ckpt.metadata),
+    )
+    return target, converted
+
+
+def _shape_fields(config: EfficientNetConfig) -> tuple[Any, ...]:
+    """The config fields that decide tensor shapes (not resolution, dropout or numerics)."""
+    return (
+        config.width_mult,
+        config.depth_mult,
+        config.se_ratio,
+        config.fixed_stem_head,
+        config.stem_channels,
+        config.head_channels,
+        config.stages,
+        config.divisor,
+    )

@@ -1,0 +1,161 @@
+"""Reading checkpoints safely, and writing effnet's own format.
+
+Checkpoints are untrusted input. PyTorch ``.pth`` files are pickles; they are read with
+``torch.load(weights_only=True)``, whose unpickler only rebuilds tensors and plain containers
+and refuses anything that could run code. effnet itself writes only safetensors (weights)
+with JSON metadata in the safetensors header.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from effnet.errors import EffnetError
+
+EFFNET_FORMAT = "effnet"
+FORMAT_VERSION = 1
+
+# Training checkpoints wrap the weights; these are the keys that hold them, best first.
+_WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "module", "net", "weights")
+
+
+@dataclass
+class Checkpoint:
+    """Tensors keyed by name, plus whatever metadata travelled with them."""
+
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    path: str = ""
+
+
+def _is_safetensors(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    if len(head) < 9:
+        return False
+    header_len = int.from_bytes(head[:8], "little")
+    return head[8:9] == b"{" and 0 < header_len < 100_000_000
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Load the tensors of a ``.pth``/``.pt``/``.bin``/``.safetensors`` file without running code.
+
+    Wrapped training checkpoints (``{"state_dict": ...}``, ``{"model": ...}``, EMA weights)
+    and DistributedDataParallel's ``module.`` prefixes are unwrapped.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise EffnetError(f"checkpoint {p} does not exist")
+    if p.is_dir():
+        raise EffnetError(f"checkpoint {p} is a directory; pass the weight file inside it")
+    if p.stat().st_size == 0:
+        raise EffnetError(f"checkpoint {p} is empty (0 bytes); download or copy it again")
+    if _is_safetensors(p):
+        return _read_safetensors(p)
+    return _read_torch(p)
+
+
+def _read_safetensors(p: Path) -> Checkpoint:
+    try:
+        with safe_open(str(p), framework="pt", device="cpu") as fh:
+            raw_meta = fh.metadata() or {}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise EffnetError(
+            f"checkpoint {p} is corrupt or truncated ({_short(exc)}); download or copy it again"
+        ) from None
+    metadata: dict[str, Any] = {}
+    if "effnet" in raw_meta:
+        try:
+            metadata = json.loads(raw_meta["effnet"])
+        except json.JSONDecodeError:
+            raise EffnetError(f"checkpoint {p} has unreadable effnet metadata; it was not written by effnet") from None
+    else:
+        metadata = {k: v for k, v in raw_meta.items()}
+    return Checkpoint(tensors=tensors, metadata=metadata, path=str(p))
+
+
+def _read_torch(p: Path) -> Checkpoint:
+    try:
+        # argparse.Namespace is how timm's training script stores its arguments: plain data.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(str(p), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        msg = str(exc)
+        if "weights_only" in msg or "Unsupported global" in msg or "not an allowed global" in msg:
+            raise EffnetError(
+                f"refused to load {p}: it contains Python objects other than tensors, and unpickling "
+                "them could run arbitrary code; save a plain state_dict or safetensors file instead"
+            ) from None
+        raise EffnetError(f"checkpoint {p} is corrupt or not a PyTorch checkpoint ({_short(exc)})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, TypeError) as exc:
+        raise EffnetError(
+            f"checkpoint {p} is corrupt or truncated ({_short(exc)}); download or copy it again"
+        ) from None
+    metadata: dict[str, Any] = {}
+    if isinstance(obj, Mapping):
+        for key in ("arch", "model_name", "architecture"):
+            if isinstance(obj.get(key), str):
+                metadata["arch"] = obj[key]
+                break
+    tensors = _unwrap(obj, p)
+    return Checkpoint(tensors=tensors, metadata=metadata, path=str(p))
+
+
+def _unwrap(obj: Any, p: Path) -> dict[str, torch.Tensor]:
+    for _ in range(3):  # at most a few levels of wrapping
+        if isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+            inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+            if inner is None:
+                break
+            obj = inner
+    if not isinstance(obj, Mapping):
+        raise EffnetError(f"checkpoint {p} holds a {type(obj).__name__}, not a dictionary of weights")
+    tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise EffnetError(f"checkpoint {p} contains no tensors")
+    for prefix in ("module.", "_orig_mod.", "model."):
+        if all(k.startswith(prefix) for k in tensors):
+            tensors = {k[len(prefix) :]: v for k, v in tensors.items()}
+    return tensors
+
+
+def write_checkpoint(
+    path: str | os.PathLike[str], tensors: Mapping[str, torch.Tensor], metadata: dict[str, Any]
+) -> Path:
+    """Write effnet's format atomically: safetensors with JSON metadata under the ``effnet`` key.
+
+    The file is written beside its destination and renamed into place, so a crash never
+    leaves a half-written checkpoint where a good one was.
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": EFFNET_FORMAT, "format_version": FORMAT_VERSION, **metadata}
+    contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    os.close(fd)
+    try:
+        save_file(contiguous, tmp, metadata={"effnet": json.dumps(meta)})
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:160]
