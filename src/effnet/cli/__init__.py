@@ -7,10 +7,10 @@ import sys
 from collections.abc import Sequence
 
 from effnet import __version__
-from effnet.cli import demo, info, listing, predict
+from effnet.cli import bench, demo, evaluate, export, info, listing, predict, report, train
 from effnet.errors import EffnetError
 
-COMMANDS = (predict, info, listing, demo)
+COMMANDS = (predict, info, listing, train, evaluate, demo, report, bench, export)
 
 
 def build_parser() -> argparse.ArgumentParser:

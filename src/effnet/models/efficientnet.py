@@ -92,8 +92,8 @@ class EfficientNet(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        # The initialisation of the reference implementations (variance-scaling for convs,
-        # uniform for the classifier); it matters when training from scratch.
+        # Variance scaling for convolutions, as the reference implementations; it matters when
+        # training from scratch.
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")
@@ -103,9 +103,7 @@ class EfficientNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
-                bound = 1.0 / m.out_features**0.5
-                nn.init.uniform_(m.weight, -bound, bound)
-                nn.init.zeros_(m.bias)
+                _init_classifier(m)
 
     @property
     def num_classes(self) -> int:
@@ -116,10 +114,12 @@ class EfficientNet(nn.Module):
         if self.features_only:
             raise ValueError("a features_only model has no classifier")
         self.classifier = nn.Linear(self.num_features, num_classes)
-        bound = 1.0 / num_classes**0.5
-        nn.init.uniform_(self.classifier.weight, -bound, bound)
-        nn.init.zeros_(self.classifier.bias)
+        _init_classifier(self.classifier)
         self.config = self.config.replace(num_classes=num_classes)
+
+    def arch_dict(self) -> dict:
+        """The architecture as plain data, stored with checkpoints so they rebuild themselves."""
+        return self.config.to_dict()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map, after the head convolution (before pooling)."""
@@ -145,3 +145,11 @@ class EfficientNet(nn.Module):
         if self.features_only:
             return self.forward_pyramid(x)
         return self.forward_head(self.forward_features(x))
+
+
+def _init_classifier(linear: nn.Linear) -> None:
+    # Uniform in +-1/sqrt(fan_in). The TF reference scales by 1/sqrt(num_classes) instead, which
+    # is fine for 1000 classes but gives huge initial logits for a 3-class head.
+    bound = 1.0 / linear.in_features**0.5
+    nn.init.uniform_(linear.weight, -bound, bound)
+    nn.init.zeros_(linear.bias)

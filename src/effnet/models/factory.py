@@ -9,22 +9,25 @@ from typing import Any
 import torch
 
 from effnet.errors import EffnetError
+from effnet.models.baselines import BASELINES, create_baseline, is_baseline
 from effnet.models.config import MODEL_CONFIGS, EfficientNetConfig, get_config
 from effnet.models.efficientnet import EfficientNet
 from effnet.weights.formats import Converted, convert
-from effnet.weights.io import read_checkpoint
+from effnet.weights.io import read_checkpoint, read_metadata
 from effnet.weights.specs import Preprocessing, find_weight_spec, get_weight_spec, imagenet_categories
 
 
-def list_models(pattern: str | None = None) -> list[str]:
+def list_models(pattern: str | None = None, baselines: bool = False) -> list[str]:
     """Registered model names, optionally filtered by a substring or ``fnmatch`` pattern.
+
+    ``baselines=True`` adds the torchvision comparison networks (resnet18, resnet50, ...).
 
     >>> list_models("lite")[:2]
     ['efficientnet_lite0', 'efficientnet_lite1']
     """
     import fnmatch
 
-    names = list(MODEL_CONFIGS)
+    names = list(MODEL_CONFIGS) + (list(BASELINES) if baselines else [])
     if not pattern:
         return names
     if any(ch in pattern for ch in "*?["):
@@ -40,8 +43,8 @@ def create_model(
     drop_rate: float | None = None,
     drop_path_rate: float | None = None,
     features_only: bool = False,
-) -> EfficientNet:
-    """Build an EfficientNet, optionally filled with pretrained or saved weights.
+) -> torch.nn.Module:
+    """Build an EfficientNet (or a baseline such as ``resnet18``), optionally with pretrained or saved weights.
 
     Args:
         name: a registered name (``efficientnet_b0`` ... ``efficientnet_lite4``) or a config
@@ -64,6 +67,16 @@ def create_model(
         raise EffnetError(f"num_classes must be at least 1, got {num_classes}")
     if in_chans < 1:
         raise EffnetError(f"in_chans must be at least 1, got {in_chans}")
+    if name is None and weights is not None:
+        recorded = read_metadata(weights).get("arch")
+        if isinstance(recorded, dict) and recorded.get("family") == "torchvision":
+            name = str(recorded.get("name"))
+    if isinstance(name, str) and is_baseline(name):
+        if in_chans != 3 or features_only or drop_path_rate:
+            raise EffnetError(
+                f"{name} is a torchvision baseline: in_chans, features_only and drop_path are not supported"
+            )
+        return create_baseline(name.strip().lower(), weights, num_classes, drop_rate)
     config = name if isinstance(name, EfficientNetConfig) else (get_config(name) if name else None)
 
     converted: Converted | None = None

@@ -9,12 +9,13 @@ with JSON metadata in the safetensors header.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import pickle
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,19 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     if _is_safetensors(p):
         return _read_safetensors(p)
     return _read_torch(p)
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """effnet's metadata of a safetensors file without reading its tensors ({} for anything else)."""
+    p = Path(path)
+    try:
+        if not p.is_file() or not _is_safetensors(p):
+            return {}
+        with safe_open(str(p), framework="pt", device="cpu") as fh:
+            raw = (fh.metadata() or {}).get("effnet")
+        return json.loads(raw) if raw else {}
+    except (SafetensorError, OSError, ValueError):
+        return {}  # read_checkpoint will report the problem properly
 
 
 def _read_safetensors(p: Path) -> Checkpoint:
@@ -133,27 +147,40 @@ def _unwrap(obj: Any, p: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def write_checkpoint(
-    path: str | os.PathLike[str], tensors: Mapping[str, torch.Tensor], metadata: dict[str, Any]
-) -> Path:
-    """Write effnet's format atomically: safetensors with JSON metadata under the ``effnet`` key.
+def atomic_write(path: str | os.PathLike[str], write: Callable[[str], Any]) -> Path:
+    """Call ``write(tmp_path)``, then move the file over ``path``.
 
-    The file is written beside its destination and renamed into place, so a crash never
-    leaves a half-written checkpoint where a good one was.
+    The temporary file lives beside its destination and is fsynced before the rename, so a
+    crash, a kill or a full disk never leaves a half-written file where a good one was; a
+    failed write raises :class:`EffnetError` saying the previous file is intact.
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": EFFNET_FORMAT, "format_version": FORMAT_VERSION, **metadata}
-    contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     os.close(fd)
     try:
-        save_file(contiguous, tmp, metadata={"effnet": json.dumps(meta)})
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
         os.replace(tmp, p)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise EffnetError(f"no space left on the device while writing {p}; the previous file is intact") from None
+        raise EffnetError(f"could not write {p}: {exc.strerror or exc}; the previous file is intact") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return p
+
+
+def write_checkpoint(
+    path: str | os.PathLike[str], tensors: Mapping[str, torch.Tensor], metadata: dict[str, Any]
+) -> Path:
+    """Write effnet's format atomically: safetensors with JSON metadata under the ``effnet`` key."""
+    meta = {"format": EFFNET_FORMAT, "format_version": FORMAT_VERSION, **metadata}
+    contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    return atomic_write(path, lambda tmp: save_file(contiguous, tmp, metadata={"effnet": json.dumps(meta)}))
 
 
 def _short(exc: BaseException) -> str:

@@ -1,0 +1,437 @@
+"""``benchmark``: measure several models on several runtimes, interleaved, into plain data.
+
+For each batch size every (model, runtime) candidate is prepared, its peak memory measured,
+then all candidates are warmed up and timed round-robin (see :mod:`effnet.bench.measure`).
+A candidate that fails (a model that cannot be loaded, an ONNX file that is not a model, a
+runtime that is not installed, a batch that does not fit in memory) gets a one-line ``error``
+in its result and the rest are still measured.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from effnet.bench.accuracy import open_image_folder, scaled_preprocessing, top1_accuracy
+from effnet.bench.measure import cpu_name, device_name, interleaved_timings, percentile
+from effnet.bench.reference import REFERENCES, reference_model
+from effnet.bench.runners import PRECISIONS, RUNTIMES, OrtRunner, Runner, TorchRunner
+from effnet.errors import EffnetError
+from effnet.export.formats import onnx_metadata, short_message
+from effnet.export.fuse import fuse_for_inference
+from effnet.export.pipeline import default_input_size, export_model, input_channels
+from effnet.export.source import load_model
+from effnet.models.summary import count_flops
+from effnet.predict import resolve_device
+from effnet.weights.specs import Preprocessing
+
+ModelArg = str | os.PathLike[str] | nn.Module | tuple[str, nn.Module]
+
+
+@dataclass
+class BenchResult:
+    """One (model, runtime, batch size) measurement; the keys of ``effnet bench --json`` results.
+
+    ``flops`` are per image (2 per multiply-add, PyTorch's counter); ``size_mb`` is the weights
+    as stored (the ONNX file for ONNX Runtime) and ``peak_memory_mb`` weights plus peak
+    activations, both in MiB; ``top1`` is a percentage. Fields a runtime cannot tell are None.
+    """
+
+    model: str
+    runtime: str
+    precision: str
+    batch_size: int
+    img_size: int
+    params: int | None = None
+    flops: int | None = None
+    size_mb: float | None = None
+    latency_ms_median: float | None = None
+    latency_ms_p90: float | None = None
+    throughput_ips: float | None = None
+    peak_memory_mb: float | None = None
+    top1: float | None = None
+    error: str | None = None
+    # Beyond the required schema:
+    source: str = "effnet"  # effnet | torchvision | timm | onnx | module
+    latency_ms_min: float | None = None
+    repeats: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class BenchReport:
+    """The machine, the settings and every result of one ``benchmark`` call."""
+
+    device: str
+    threads: int
+    torch_version: str
+    cpu: str
+    results: list[BenchResult] = field(default_factory=list)
+    onnxruntime_version: str | None = None
+    warmup: int = 0
+    repeats: int = 0
+    interleaved: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["results"] = [r.to_dict() for r in self.results]
+        return data
+
+
+@dataclass
+class _Target:
+    """A model to measure: a PyTorch module or an ONNX file, or the reason it could not be loaded."""
+
+    label: str
+    source: str
+    module: nn.Module | None = None
+    onnx_path: Path | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    fuse_for_export: bool = True  # references are exported as their library's users would, unfused
+    flops: int | None = None
+
+
+@dataclass
+class _Candidate:
+    target: _Target
+    runtime: str
+    precision: str
+    img_size: int = 0
+    runner: Runner | None = None
+    flops: int | None = None
+    error: str | None = None
+    rows: list[BenchResult] = field(default_factory=list)
+
+
+def benchmark(
+    models: Sequence[ModelArg],
+    *,
+    device: str = "cpu",
+    threads: int | None = None,
+    batch_sizes: Sequence[int] = (1,),
+    img_size: int | None = None,
+    precision: str = "fp32",
+    runtimes: Sequence[str] = ("torch",),
+    reference: str | None = None,
+    data: str | os.PathLike[str] | None = None,
+    warmup: int = 10,
+    repeats: int = 50,
+    fuse: bool = False,
+    measure_memory: bool = True,
+    compile_backend: str = "inductor",
+    log: Callable[[str], None] | None = None,
+) -> BenchReport:
+    """Measure ``models`` on ``runtimes`` for each batch size, interleaved; return a :class:`BenchReport`.
+
+    Args:
+        models: names (``efficientnet_b0``, random weights), ``NAME:WEIGHTS``
+            (``efficientnet_lite0:imagenet``), checkpoint paths, ``.onnx`` files (always run
+            with ONNX Runtime), modules, or ``(label, module)`` pairs.
+        runtimes: any of ``torch``, ``compile``, ``onnxruntime``; each PyTorch model is measured
+            on each. For ``onnxruntime`` a PyTorch model is first exported with
+            :func:`effnet.export.export_model` (fused, checked, dynamic batch).
+        reference: ``torchvision`` or ``timm``: also measure that library's implementation of
+            each effnet model, holding the same weights.
+        data: an ImageFolder-style directory; adds top-1 accuracy.
+        fuse: measure PyTorch runtimes on :func:`effnet.export.fuse_for_inference` copies.
+        threads: intra-op threads for PyTorch and ONNX Runtime (default: PyTorch's current).
+
+    >>> report = benchmark(["efficientnet_lite0"], img_size=64, warmup=1, repeats=3, measure_memory=False)
+    >>> report.results[0].latency_ms_median > 0
+    True
+    """
+    _validate(runtimes, precision, batch_sizes, warmup, repeats, threads, reference, img_size)
+    if not models:
+        raise EffnetError("nothing to measure: give at least one model")
+    dev = resolve_device(device)
+    say = log or (lambda message: None)
+    if data is not None:
+        open_image_folder(data)  # a wrong --data is one error up front, not one per model
+    saved_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        with tempfile.TemporaryDirectory(prefix="effnet-bench-") as workdir:
+            targets = _resolve_targets(models, reference, say)
+            candidates = _make_candidates(
+                targets, runtimes, precision, img_size, dev, threads, fuse, compile_backend, Path(workdir), say
+            )
+            for batch_size in batch_sizes:
+                _measure_batch(candidates, batch_size, dev, warmup, repeats, measure_memory, say)
+            if data is not None:
+                _measure_accuracy(candidates, data, say)
+            results = [row for b in batch_sizes for c in candidates for row in c.rows if row.batch_size == b]
+    finally:
+        torch.set_num_threads(saved_threads)
+    return BenchReport(
+        device=device_name(dev),
+        threads=threads or saved_threads,
+        torch_version=torch.__version__,
+        cpu=cpu_name(),
+        results=results,
+        onnxruntime_version=_onnxruntime_version(),
+        warmup=warmup,
+        repeats=repeats,
+    )
+
+
+def _validate(
+    runtimes: Sequence[str],
+    precision: str,
+    batch_sizes: Sequence[int],
+    warmup: int,
+    repeats: int,
+    threads: int | None,
+    reference: str | None,
+    img_size: int | None,
+) -> None:
+    unknown = [r for r in runtimes if r not in RUNTIMES]
+    if unknown or not runtimes:
+        raise EffnetError(f"unknown runtime {', '.join(unknown) or '(none)'}; choose from {', '.join(RUNTIMES)}")
+    if precision not in PRECISIONS:
+        raise EffnetError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if not batch_sizes or any(b < 1 for b in batch_sizes):
+        raise EffnetError(f"batch sizes must be at least 1, got {list(batch_sizes)}")
+    if repeats < 1 or warmup < 0:
+        raise EffnetError(f"need at least 1 timed repetition and no negative warm-up (got {repeats}, {warmup})")
+    if threads is not None and threads < 1:
+        raise EffnetError(f"threads must be at least 1, got {threads}")
+    if reference is not None and reference not in REFERENCES:
+        raise EffnetError(f"unknown reference {reference!r}; choose {' or '.join(REFERENCES)}")
+    if img_size is not None and img_size < 8:
+        raise EffnetError(f"image size must be at least 8, got {img_size}")
+
+
+def _resolve_targets(models: Iterable[ModelArg], reference: str | None, say: Callable[[str], None]) -> list[_Target]:
+    targets = []
+    for arg in models:
+        target = _load_target(arg)
+        targets.append(target)
+        if reference and target.module is not None:
+            label = f"{reference}:{getattr(getattr(target.module, 'config', None), 'name', target.label)}"
+            ref = _Target(label=label, source=reference, meta=target.meta, fuse_for_export=False)
+            try:
+                say(f"building {reference}'s {label.split(':', 1)[1]} with the same weights")
+                ref.module = reference_model(reference, target.module)
+            except EffnetError as exc:
+                ref.error = str(exc)
+            targets.append(ref)
+    return targets
+
+
+def _load_target(arg: ModelArg) -> _Target:
+    if isinstance(arg, tuple):
+        label, module = arg
+        return _Target(label=label, source="module", module=module, meta=_meta(module))
+    if isinstance(arg, nn.Module):
+        return _Target(label=type(arg).__name__, source="module", module=arg, meta=_meta(arg))
+    text = os.fspath(arg)
+    if text.lower().endswith(".onnx"):
+        return _Target(label=text, source="onnx", onnx_path=Path(text))
+    try:
+        module = load_model(text)
+    except EffnetError as exc:
+        return _Target(label=text, source="effnet", error=str(exc))
+    except Exception as exc:  # a file the loaders choke on must not stop the other models
+        return _Target(label=text, source="effnet", error=f"{text}: cannot load ({short_message(exc)})")
+    return _Target(label=text, source="effnet", module=module, meta=_meta(module))
+
+
+def _meta(module: nn.Module) -> dict[str, Any]:
+    return dict(getattr(module, "pretrained_meta", None) or {})
+
+
+def _make_candidates(
+    targets: list[_Target],
+    runtimes: Sequence[str],
+    precision: str,
+    img_size: int | None,
+    dev: torch.device,
+    threads: int | None,
+    fuse: bool,
+    compile_backend: str,
+    workdir: Path,
+    say: Callable[[str], None],
+) -> list[_Candidate]:
+    candidates = []
+    for number, target in enumerate(targets):
+        kinds = ["onnxruntime"] if target.onnx_path is not None else list(dict.fromkeys(runtimes))
+        for runtime in kinds:
+            candidate = _Candidate(target, runtime, precision)
+            candidate.img_size = img_size or 0
+            candidates.append(candidate)
+            if target.error:
+                candidate.error = target.error
+                continue
+            try:
+                _prepare_candidate(candidate, number, dev, threads, fuse, compile_backend, workdir, say)
+            except EffnetError as exc:
+                candidate.error = str(exc)
+            except Exception as exc:  # a broken model must not stop the others
+                candidate.error = f"{type(exc).__name__}: {short_message(exc)}"
+    return candidates
+
+
+def _prepare_candidate(
+    c: _Candidate,
+    number: int,
+    dev: torch.device,
+    threads: int | None,
+    fuse: bool,
+    compile_backend: str,
+    workdir: Path,
+    say: Callable[[str], None],
+) -> None:
+    target = c.target
+    if target.onnx_path is not None:
+        say(f"loading {target.label} into ONNX Runtime")
+        c.runner = OrtRunner(target.onnx_path, threads, dev, c.img_size or None)
+        c.precision, c.img_size = c.runner.precision, c.runner.img_size
+        target.meta = target.meta or onnx_metadata(c.runner.session)
+        return
+    module = target.module
+    c.img_size = c.img_size or default_input_size(module)
+    if target.flops is None:
+        was_training = module.training
+        try:
+            target.flops = count_flops(module, c.img_size, input_channels(module))
+        finally:
+            module.train(was_training)
+    c.flops = target.flops
+    if c.runtime == "onnxruntime":
+        if c.precision != "fp32":
+            raise EffnetError("ONNX Runtime runs the fp32 export; use --precision fp32 with --runtime onnxruntime")
+        path = workdir / f"{number}-{Path(target.label).name.replace(':', '_')}.onnx"
+        say(f"exporting {target.label} to ONNX for ONNX Runtime")
+        export_model(module, "onnx", path, img_size=c.img_size, dynamic_batch=True, fuse=target.fuse_for_export)
+        c.runner = OrtRunner(path, threads, dev, c.img_size)
+        return
+    measured = fuse_for_inference(module) if fuse else _copy_for_runtime(module)
+    backend = compile_backend if c.runtime == "compile" else None
+    c.runner = TorchRunner(measured, c.img_size, input_channels(module), dev, c.precision, backend)
+
+
+def _copy_for_runtime(module: nn.Module) -> nn.Module:
+    """Runners move modules between devices and dtypes; they get a copy so the caller's model stays put."""
+    import copy
+
+    return copy.deepcopy(module)
+
+
+def _measure_batch(
+    candidates: list[_Candidate],
+    batch_size: int,
+    dev: torch.device,
+    warmup: int,
+    repeats: int,
+    measure_memory: bool,
+    say: Callable[[str], None],
+) -> None:
+    runs: dict[int, Callable[[], None]] = {}
+    rows: dict[int, BenchResult] = {}
+    for index, c in enumerate(candidates):
+        runner = c.runner
+        row = BenchResult(
+            model=c.target.label,
+            runtime=c.runtime,
+            precision=c.precision,
+            batch_size=batch_size,
+            img_size=c.img_size,
+            params=runner.params if runner else None,
+            flops=c.flops,
+            size_mb=_round(runner.size_mb, 3) if runner else None,
+            source=c.target.source,
+            error=c.error,
+        )
+        c.rows.append(row)
+        rows[index] = row
+        if runner is None:
+            continue
+        try:
+            runs[index] = runner.prepare(batch_size)
+            if measure_memory:
+                row.peak_memory_mb = _round(runner.peak_memory_mb(batch_size), 3)
+        except Exception as exc:
+            runs.pop(index, None)
+            row.error = _describe(exc, batch_size, dev)
+
+    def failed(index: int, exc: BaseException) -> None:
+        rows[index].error = _describe(exc, batch_size, dev)
+
+    say(f"batch size {batch_size}: {len(runs)} candidates, {warmup} warm-up and {repeats} timed runs each, interleaved")
+    timings = interleaved_timings(runs, repeats, warmup, failed)
+    for index, samples in timings.items():
+        row = rows[index]
+        if row.error or not samples:
+            continue
+        median = percentile(samples, 50)
+        row.latency_ms_median = _round(median, 3)
+        row.latency_ms_p90 = _round(percentile(samples, 90), 3)
+        row.latency_ms_min = _round(min(samples), 3)
+        row.throughput_ips = _round(batch_size * 1000.0 / median, 2)
+        row.repeats = len(samples)
+
+
+def _measure_accuracy(candidates: list[_Candidate], data: str | os.PathLike[str], say: Callable[[str], None]) -> None:
+    for c in candidates:
+        measured = [row for row in c.rows if row.error is None]
+        if c.runner is None or not measured:
+            continue
+        batch = max(row.batch_size for row in measured)
+        meta = c.target.meta
+        pre = Preprocessing.from_dict(meta["preprocessing"]) if meta.get("preprocessing") else None
+        pre = scaled_preprocessing(pre or Preprocessing.default_for(c.img_size), c.img_size)
+        say(f"top-1 accuracy of {c.target.label} on {c.runtime}")
+        try:
+            top1 = _round(top1_accuracy(c.runner.predict, data, pre, meta.get("classes"), batch), 3)
+        except EffnetError as exc:
+            for row in measured:
+                row.error = str(exc)
+            continue
+        for row in measured:
+            row.top1 = top1
+
+
+def _describe(exc: BaseException, batch_size: int, dev: torch.device) -> str:
+    """A one-line reason; running out of memory names the batch size and a smaller one to try."""
+    if isinstance(exc, EffnetError):
+        return str(exc)
+    if _is_out_of_memory(exc):
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+        if batch_size == 1:
+            return f"the model does not fit in memory on {dev} even at batch size 1"
+        return (
+            f"batch size {batch_size} does not fit in memory on {dev}; try a smaller one, "
+            f"e.g. --batch-sizes {max(1, batch_size // 2)}"
+        )
+    return f"{type(exc).__name__}: {short_message(exc)}"
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc).lower()
+    return any(s in text for s in ("out of memory", "can't allocate memory", "failed to allocate memory", "bad_alloc"))
+
+
+def _round(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def _onnxruntime_version() -> str | None:
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    return onnxruntime.__version__

@@ -1,0 +1,128 @@
+"""``effnet bench MODEL...``: latency, throughput, memory, size, FLOPs and accuracy, models interleaved."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from effnet.bench import PRECISIONS, REFERENCES, RUNTIMES, BenchReport, benchmark
+from effnet.cli._common import positive_int, print_json, table, warn
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, e.g. 1,8,64; got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected numbers of at least 1, got {text!r}")
+    return values
+
+
+def _runtime_list(text: str) -> list[str]:
+    values = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [v for v in values if v not in RUNTIMES]
+    if not values or unknown:
+        raise argparse.ArgumentTypeError(f"expected some of {', '.join(RUNTIMES)} (comma-separated), got {text!r}")
+    return values
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="measure latency, throughput, memory, size and accuracy",
+        description=__doc__,
+        epilog="MODEL is a name (random weights), NAME:WEIGHTS (e.g. efficientnet_lite0:imagenet), a checkpoint "
+        "path, or an .onnx file (run with ONNX Runtime). All candidates are timed round-robin, so their ratios "
+        "hold on a busy machine.",
+    )
+    p.add_argument("models", nargs="+", metavar="MODEL", help="models to measure (see below)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--threads", type=positive_int, help="intra-op threads for PyTorch and ONNX Runtime")
+    p.add_argument("--batch-sizes", type=_int_list, default=[1], help="comma-separated, e.g. 1,8,64 (default: 1)")
+    p.add_argument("--img-size", type=positive_int, help="square input side (default: each model's own)")
+    p.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="PyTorch runtimes only")
+    p.add_argument(
+        "--runtime",
+        type=_runtime_list,
+        default=["torch"],
+        help="one or more (comma-separated) of torch, compile, onnxruntime (default: torch)",
+    )
+    p.add_argument("--reference", choices=list(REFERENCES), help="also measure that library's model, same weights")
+    p.add_argument("--data", metavar="DIR", help="ImageFolder-style DIR/<class>/*.jpg: add top-1 accuracy")
+    p.add_argument("--fuse", action="store_true", help="fold batch norms first for torch/compile (effnet.export)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed runs per candidate first (default: 10)")
+    p.add_argument("--repeats", type=positive_int, default=50, help="timed runs per candidate (default: 50)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    def progress(message: str) -> None:
+        if sys.stderr.isatty():
+            print(f"effnet: {message}", file=sys.stderr)
+
+    report = benchmark(
+        args.models,
+        device=args.device,
+        threads=args.threads,
+        batch_sizes=args.batch_sizes,
+        img_size=args.img_size,
+        precision=args.precision,
+        runtimes=args.runtime,
+        reference=args.reference,
+        data=args.data,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        fuse=args.fuse,
+        measure_memory=not args.no_memory,
+        log=progress,
+    )
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        print(format_report(report))
+    failed = [r for r in report.results if r.error]
+    for r in failed:
+        warn(f"{r.model} ({r.runtime}, batch {r.batch_size}): {r.error}")
+    return 1 if failed else 0
+
+
+def format_report(report: BenchReport) -> str:
+    """The text table: one row per result; ``speed`` is relative to the first result of the same batch size."""
+    header = f"{report.device} ({report.cpu}), {report.threads} threads, torch {report.torch_version}"
+    if report.onnxruntime_version:
+        header += f", onnxruntime {report.onnxruntime_version}"
+    header += f"; {report.repeats} interleaved runs after {report.warmup} warm-up, median and p90 latency"
+    first: dict[int, float] = {}
+    rows = []
+    for r in report.results:
+        if r.latency_ms_median and r.batch_size not in first:
+            first[r.batch_size] = r.latency_ms_median
+        base = first.get(r.batch_size)
+        rows.append(
+            [
+                r.model,
+                r.runtime,
+                r.precision,
+                str(r.batch_size),
+                str(r.img_size),
+                _fmt(r.params, lambda v: f"{v / 1e6:.2f}M"),
+                _fmt(r.flops, lambda v: f"{v / 1e9:.3f}"),
+                _fmt(r.size_mb, lambda v: f"{v:.1f}"),
+                _fmt(r.latency_ms_median, lambda v: f"{v:.2f}"),
+                _fmt(r.latency_ms_p90, lambda v: f"{v:.2f}"),
+                _fmt(r.throughput_ips, lambda v: f"{v:.1f}"),
+                _fmt(r.peak_memory_mb, lambda v: f"{v:.0f}"),
+                _fmt(r.top1, lambda v: f"{v:.2f}"),
+                f"{base / r.latency_ms_median:.2f}x" if base and r.latency_ms_median else "error" if r.error else "-",
+            ]
+        )
+    columns = ["model", "runtime", "precision", "batch", "img", "params", "GFLOPs", "size MB"]
+    columns += ["median ms", "p90 ms", "img/s", "peak MB", "top1 %", "speed"]
+    return header + "\n\n" + table(rows, columns)
+
+
+def _fmt(value: float | int | None, render) -> str:  # noqa: ANN001 - a one-line formatter
+    return "-" if value is None else render(value)

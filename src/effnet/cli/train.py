@@ -1,0 +1,88 @@
+"""``effnet train``: fine-tune or train a classifier on your images (also under ``torchrun``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from effnet.cli._common import positive_int
+from effnet.training.config import TrainConfig
+
+# Flags that map one-to-one onto TrainConfig fields. Defaults are None so a YAML file's values
+# survive unless a flag is given.
+_FLAGS: list[tuple[str, dict]] = [
+    ("--model", {"help": "model name, e.g. efficientnet_b0 or resnet18 (default: efficientnet_lite0)"}),
+    ("--weights", {"help": "imagenet, a weight tag or a checkpoint path to fine-tune (default: from scratch)"}),
+    ("--data", {"help": "image folder, CSV of path,label, fashion-mnist or cifar10"}),
+    ("--data-dir", {"help": "where a built-in dataset's files are"}),
+    ("--out", {"help": "run directory for checkpoints and logs"}),
+    ("--val-split", {"type": float, "help": "fraction held out from a flat folder or CSV (default 0.1)"}),
+    ("--subset", {"type": positive_int, "help": "use at most this many training images"}),
+    ("--epochs", {"type": positive_int, "help": "default 10"}),
+    ("--batch-size", {"type": positive_int, "help": "per process (default 64)"}),
+    ("--img-size", {"type": positive_int, "help": "input size (default: the weights' or the model's)"}),
+    ("--lr", {"type": float, "help": "peak learning rate (default per optimizer)"}),
+    ("--optimizer", {"choices": ["sgd", "adamw", "rmsprop"], "help": "default adamw"}),
+    ("--weight-decay", {"type": float}),
+    ("--momentum", {"type": float}),
+    ("--warmup-epochs", {"type": float, "help": "linear warm-up before cosine decay (default 1)"}),
+    ("--min-lr", {"type": float}),
+    ("--label-smoothing", {"type": float, "help": "default 0.1"}),
+    ("--augment", {"choices": ["none", "flip", "randaugment", "trivialaugment"], "help": "default trivialaugment"}),
+    ("--mixup", {"type": float, "help": "mixup alpha (0 = off)"}),
+    ("--cutmix", {"type": float, "help": "cutmix alpha (0 = off)"}),
+    ("--ema-decay", {"type": float}),
+    ("--drop-rate", {"type": float, "help": "dropout before the classifier"}),
+    ("--drop-path", {"type": float, "help": "stochastic depth rate"}),
+    ("--grad-clip", {"type": float, "help": "max gradient norm"}),
+    ("--accum-steps", {"type": positive_int, "help": "gradient accumulation steps"}),
+    ("--amp", {"choices": ["off", "fp16", "bf16"], "help": "mixed precision (default off)"}),
+    ("--unfreeze-at", {"type": int, "help": "epoch at which a frozen backbone is unfrozen"}),
+    ("--backbone-lr-scale", {"type": float, "help": "backbone lr relative to the head when fine-tuning (0.1)"}),
+    ("--workers", {"type": int, "help": "data loading processes (default 2)"}),
+    ("--seed", {"type": int}),
+    ("--device", {"help": "auto, cpu or cuda"}),
+    ("--eval-every", {"type": positive_int}),
+]
+_SWITCHES = [
+    ("--ema", "keep an EMA of the weights"),
+    ("--channels-last", "channels-last memory format"),
+    ("--compile", "torch.compile the model"),
+    ("--freeze-backbone", "train only the new head (until --unfreeze-at)"),
+    ("--freeze-bn", "freeze BatchNorm statistics (default: on when fine-tuning)"),
+    ("--sync-bn", "synchronise BatchNorm across processes"),
+    ("--strict", "stop at the first unreadable image instead of skipping it"),
+    ("--progress", "show a progress bar (default on)"),
+    ("--tensorboard", "write TensorBoard event files (default on)"),
+]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="fine-tune or train a classifier", description=__doc__)
+    p.add_argument("--config", help="YAML file with any of these settings; flags override it")
+    p.add_argument("--resume", action="store_true", default=None, help="continue the run in --out")
+    p.add_argument("--json", action="store_true", help="print the results as JSON when done")
+    for flag, kwargs in _FLAGS:
+        p.add_argument(flag, default=None, **kwargs)
+    for flag, text in _SWITCHES:
+        p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from effnet.training.engine import train
+
+    fields = set(TrainConfig.__dataclass_fields__)
+    overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    if args.config:
+        from effnet.training.config import resolve_config
+
+        result = train(resolve_config(args.config, **overrides))
+    else:
+        result = train(TrainConfig.from_dict(overrides))
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        best = f"{result.best_top1:.2f}% at epoch {result.best_epoch + 1}" if result.best_top1 is not None else "n/a"
+        print(f"done: best validation top-1 {best}; weights in {result.best_path}")
+    return 0

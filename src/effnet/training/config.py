@@ -1,0 +1,201 @@
+"""The training recipe: every setting of ``effnet train``, as a validated dataclass.
+
+A recipe is the third kind of config (beside the architecture and the weight spec). It comes
+from a YAML file, command-line flags, or Python; flags override the file, unknown keys are
+rejected by name, and the resolved recipe is written to the run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from effnet.errors import EffnetError
+
+Optimizer = Literal["sgd", "adamw", "rmsprop"]
+Amp = Literal["off", "fp16", "bf16"]
+Augment = Literal["none", "flip", "randaugment", "trivialaugment"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run. Defaults are a sound fine-tuning recipe."""
+
+    data: str = ""  # image folder, CSV of path,label, or fashion-mnist / cifar10
+    out: str = ""  # run directory: checkpoints, metrics.jsonl, TensorBoard events, config.yaml
+    model: str = "efficientnet_lite0"
+    weights: str | None = None  # imagenet | a tag | a checkpoint path; None trains from scratch
+    data_dir: str | None = None  # where a built-in dataset's files are
+    val_split: float = 0.1  # held out from a flat DIR/<class>/* folder or a CSV
+    subset: int | None = None  # at most this many training images (quick runs, the demo)
+    strict: bool = False  # an unreadable image is an error instead of a counted warning
+    epochs: int = 10
+    batch_size: int = 64  # per process; the global batch under torchrun is this times the world size
+    img_size: int | None = None  # default: the weights' input size, else the model's resolution
+    lr: float | None = None  # default per optimizer: adamw 1e-3, sgd 0.1 and rmsprop 0.016 per 256 images
+    optimizer: Optimizer = "adamw"
+    weight_decay: float | None = None  # default: adamw 0.05, sgd 1e-4, rmsprop 1e-5 (never on norms/biases)
+    momentum: float = 0.9
+    warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to min_lr
+    min_lr: float = 0.0
+    label_smoothing: float = 0.1
+    augment: Augment = "trivialaugment"  # "none" turns off random crops and flips too
+    crop_scale: tuple[float, float] = (0.25, 1.0)  # RandomResizedCrop area range
+    mixup: float = 0.0  # Beta(alpha, alpha) for mixup; 0 disables
+    cutmix: float = 0.0
+    ema: bool = False  # keep an exponential moving average of the weights and evaluate/save it
+    ema_decay: float = 0.9998
+    drop_rate: float | None = None  # dropout before the classifier (model default if None)
+    drop_path: float | None = None  # stochastic depth (model default if None)
+    grad_clip: float | None = None  # max gradient norm
+    accum_steps: int = 1  # gradient accumulation
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the model
+    amp: Amp = "off"
+    freeze_backbone: bool = False  # train the new head only...
+    unfreeze_at: int | None = None  # ...until this epoch (0-based), then the whole network
+    backbone_lr_scale: float = 0.1  # backbone learning rate relative to the head when fine-tuning
+    freeze_bn: bool | None = None  # keep BatchNorm statistics frozen; default: on when fine-tuning
+    sync_bn: bool = False  # synchronise BatchNorm statistics across processes (torchrun)
+    workers: int = 2
+    seed: int = 0
+    resume: bool = False
+    device: str = "auto"
+    progress: bool = True  # a progress bar on stderr
+    tensorboard: bool = True
+    eval_every: int = 1  # evaluate on the validation split every N epochs (and after the last)
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes stored with the run
+
+    def validate(self) -> TrainConfig:
+        """Check ranges and combinations; raise one EffnetError naming every problem."""
+        problems = []
+        if not self.data:
+            problems.append("--data is required")
+        if not self.out:
+            problems.append("--out is required")
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "accum_steps": self.accum_steps}
+        problems += [f"{k} must be at least 1, got {v}" for k, v in positive.items() if v < 1]
+        if self.lr is not None and not self.lr > 0:
+            problems.append(f"lr must be positive, got {self.lr}")
+        if self.img_size is not None and self.img_size < 16:
+            problems.append(f"img_size must be at least 16, got {self.img_size}")
+        if not 0.0 < self.val_split < 1.0:
+            problems.append(f"val_split must be between 0 and 1, got {self.val_split}")
+        if self.subset is not None and self.subset < 2:
+            problems.append(f"subset must be at least 2, got {self.subset}")
+        for name in ("label_smoothing", "mixup", "cutmix", "min_lr", "warmup_epochs", "weight_decay", "momentum"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                problems.append(f"{name} must not be negative, got {value}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            problems.append(f"label_smoothing must be below 1, got {self.label_smoothing}")
+        if not 0.0 < self.ema_decay < 1.0:
+            problems.append(f"ema_decay must be between 0 and 1, got {self.ema_decay}")
+        if not 0.0 < self.crop_scale[0] <= self.crop_scale[1] <= 1.0:
+            problems.append(f"crop_scale must satisfy 0 < low <= high <= 1, got {list(self.crop_scale)}")
+        if self.unfreeze_at is not None and not self.freeze_backbone:
+            problems.append("unfreeze_at needs freeze_backbone")
+        if self.unfreeze_at is not None and not 0 <= self.unfreeze_at < self.epochs:
+            problems.append(f"unfreeze_at must be an epoch in [0, {self.epochs}), got {self.unfreeze_at}")
+        if self.workers < 0:
+            problems.append(f"workers must not be negative, got {self.workers}")
+        if problems:
+            raise EffnetError("invalid training config: " + "; ".join(problems))
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["crop_scale"] = list(self.crop_scale)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
+        """Build from plain data, checking key names and value types (no code is ever evaluated)."""
+        hints = typing.get_type_hints(cls)
+        known = {f.name for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            name = str(key).replace("-", "_")
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise EffnetError(f"{source}: unknown setting {key!r}{hint}")
+            values[name] = _coerce(name, value, hints[name], source)
+        return cls(**values)
+
+
+def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
+    """Check one value against its annotation; ints are accepted where floats are expected."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(name, value, inner[0], source)
+    if origin is Literal:
+        if value not in args:
+            raise EffnetError(f"{source}: {name} must be one of {', '.join(map(str, args))}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple) or len(value) != len(args):
+            raise EffnetError(f"{source}: {name} must be a list of {len(args)} numbers, got {value!r}")
+        return tuple(_coerce(name, v, a, source) for v, a in zip(value, args, strict=True))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise EffnetError(f"{source}: {name} must be a mapping, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise EffnetError(f"{source}: {name} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise EffnetError(f"{source}: {name} must be a whole number, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise EffnetError(f"{source}: {name} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise EffnetError(f"{source}: {name} must be text, got {value!r}")
+        return str(value)
+    return value
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML recipe safely (``yaml.safe_load``: no Python objects), as a mapping."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise EffnetError(f"config file {p} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EffnetError(f"cannot read config file {p}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise EffnetError(f"config file {p} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise EffnetError(f"config file {p} must be a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+def resolve_config(file: str | Path | None = None, **overrides: Any) -> TrainConfig:
+    """The recipe from a YAML file (if any) with ``overrides`` (e.g. command-line flags) on top."""
+    data = load_yaml(file) if file else {}
+    source = str(file) if file else "config"
+    merged = {**data, **{k: v for k, v in overrides.items() if v is not None}}
+    return TrainConfig.from_dict(merged, source=source).validate()

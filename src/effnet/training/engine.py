@@ -1,0 +1,602 @@
+"""The training engine behind ``effnet train`` and ``effnet.train``.
+
+Transfer learning follows the standard recipe (Kornblith et al., 2019, "Do Better ImageNet
+Models Transfer Better?", https://arxiv.org/abs/1805.08974): a new head for the new classes,
+optionally trained alone first, then the whole network at a lower backbone learning rate with
+BatchNorm statistics frozen.
+
+Never losing work is a design rule: every epoch ends with an atomic checkpoint; the training
+state is written last and is the commit point; each epoch's randomness is derived from
+``(seed, epoch)``, so ``--resume`` after any interruption ends where an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import re
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from effnet.errors import EffnetError
+from effnet.models.factory import create_model
+from effnet.predict import resolve_device
+from effnet.training import distributed as D
+from effnet.training.config import TrainConfig, resolve_config
+from effnet.training.evaluate import EvalResult, evaluate
+from effnet.training.schedule import warmup_cosine
+from effnet.training.state import STATE_FILE, RunLock, load_state, save_state, write_json, write_text
+from effnet.training.transforms import batch_mixer, resized, train_transform
+from effnet.weights.io import write_checkpoint
+from effnet.weights.specs import Preprocessing
+
+_AMP = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Recipe settings that may change on --resume; everything else must match the run's own config.
+_RESUMABLE = {"epochs", "workers", "device", "progress", "resume", "tensorboard"}
+
+
+class NonFiniteLoss(EffnetError):
+    """The loss became NaN or infinite; the run stops and its last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: str
+    best_top1: float | None
+    best_epoch: int | None
+    epochs: int
+    history: list[dict] = field(default_factory=list)
+    best_path: str = ""
+    last_path: str = ""
+    train_time_s: float = 0.0
+    skipped_images: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    return (seed * 1_000_003 + epoch * 1_009 + rank) % 2**63
+
+
+def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(backbone, head) parameters; the head is the model's classifier."""
+    head = list(model.get_submodule(model.classifier_name).parameters())
+    head_ids = {id(p) for p in head}
+    return [p for p in model.parameters() if id(p) not in head_ids], head
+
+
+def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
+    backbone, _ = split_parameters(model)
+    for p in backbone:
+        p.requires_grad_(trainable)
+
+
+def freeze_batchnorm_stats(model: nn.Module) -> None:
+    """Put every BatchNorm in eval mode so its running statistics stay as pretrained."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig, fine_tuning: bool, world_size: int) -> torch.optim.Optimizer:
+    """Optimizer with four groups: backbone/head x decay/no-decay (no decay on norms and biases)."""
+    global_batch = cfg.batch_size * cfg.accum_steps * world_size
+    defaults = {
+        "adamw": (1e-3, 0.05),
+        "sgd": (0.1 * global_batch / 256, 1e-4),
+        "rmsprop": (0.016 * global_batch / 256, 1e-5),
+    }
+    base_lr, base_wd = defaults[cfg.optimizer]
+    lr = cfg.lr if cfg.lr is not None else base_lr
+    wd = cfg.weight_decay if cfg.weight_decay is not None else base_wd
+    backbone, head = split_parameters(model)
+    backbone_lr = lr * (cfg.backbone_lr_scale if fine_tuning else 1.0)
+    groups = []
+    for params, group_lr in ((backbone, backbone_lr), (head, lr)):
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
+        groups += [{"params": decay, "lr": group_lr, "weight_decay": wd}]
+        groups += [{"params": no_decay, "lr": group_lr, "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    if cfg.optimizer == "rmsprop":
+        # The EfficientNet paper's RMSProp: decay 0.9, momentum 0.9, TF-style epsilon.
+        return torch.optim.RMSprop(groups, lr=lr, alpha=0.9, eps=1e-3, momentum=cfg.momentum)
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def _loader(dataset: Any, batch_size: int, sampler: Any, workers: int, drop_last: bool, seed: int) -> DataLoader:
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        drop_last=drop_last,
+        pin_memory=torch.cuda.is_available(),
+        generator=generator,
+        persistent_workers=False,
+    )
+
+
+def _read_metrics(path: Path, upto_epoch: int) -> list[dict]:
+    """Valid metric lines for epochs below ``upto_epoch`` (a line cut by a crash is dropped)."""
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("epoch"), int) and row["epoch"] < upto_epoch:
+                rows.append(row)
+    return rows
+
+
+def _append_line(path: Path, row: dict) -> None:
+    with open(path, "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def train(config: TrainConfig | dict | str | os.PathLike[str], **overrides: Any) -> TrainResult:
+    """Train or fine-tune a classifier; returns the run's results.
+
+    ``config`` is a :class:`TrainConfig`, a dict of its fields, or a YAML file; ``overrides``
+    replace single fields. Example::
+
+        effnet.train({"model": "efficientnet_lite0", "weights": "imagenet",
+                      "data": "fashion-mnist", "out": "runs/fm", "epochs": 3})
+    """
+    if isinstance(config, TrainConfig):
+        cfg = TrainConfig.from_dict({**config.to_dict(), **overrides}).validate()
+    elif isinstance(config, dict):
+        cfg = TrainConfig.from_dict({**config, **overrides}).validate()
+    else:
+        cfg = resolve_config(config, **overrides)
+
+    device = resolve_device(cfg.device)
+    info = D.init_distributed(device.type)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    run_dir = Path(cfg.out)
+    try:
+        lock = RunLock(run_dir) if info.is_main else contextlib.nullcontext()
+        with lock:
+            return _Trainer(cfg, device, info, run_dir).run()
+    finally:
+        D.cleanup_distributed()
+
+
+class _Trainer:
+    def __init__(self, cfg: TrainConfig, device: torch.device, info: D.DistInfo, run_dir: Path) -> None:
+        self.cfg, self.device, self.info, self.run_dir = cfg, device, info, run_dir
+        self.main = info.is_main
+        self.state_path = run_dir / STATE_FILE
+
+    def log(self, message: str) -> None:
+        if self.main:
+            print(f"effnet: {message}", file=sys.stderr, flush=True)
+
+    # ----------------------------------------------------------------- setup
+    def _check_run_dir(self) -> None:
+        cfg = self.cfg
+        existing = (self.run_dir / "last.safetensors").exists() or self.state_path.exists()
+        if cfg.resume and not self.state_path.exists():
+            raise EffnetError(f"nothing to resume in {self.run_dir} (no {STATE_FILE}); start without --resume")
+        if not cfg.resume and existing:
+            raise EffnetError(
+                f"{self.run_dir} already holds a training run; use --resume to continue it or choose a new --out"
+            )
+        if cfg.resume:
+            recorded_path = self.run_dir / "config.yaml"
+            if recorded_path.exists():
+                recorded = yaml.safe_load(recorded_path.read_text()) or {}
+                mine = cfg.to_dict()
+                changed = sorted(k for k in recorded if k not in _RESUMABLE and recorded.get(k) != mine.get(k))
+                if changed:
+                    raise EffnetError(
+                        f"--resume with settings that differ from the run's config.yaml: {', '.join(changed)}; "
+                        "resume with the same recipe (only epochs, workers and device may change)"
+                    )
+
+    def _build(self) -> None:
+        from effnet.data.datasets import load_data
+
+        cfg, info = self.cfg, self.info
+        seed_everything(cfg.seed)  # the initial weights of a from-scratch model depend on it
+        # The model first (without data) to learn its preprocessing; then the data; then the head.
+        probe = create_model(cfg.model, weights=cfg.weights, drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path)
+        pre = Preprocessing.from_dict(probe.pretrained_meta["preprocessing"])
+        self.preprocessing = resized(pre, cfg.img_size)
+        self.data = load_data(
+            cfg.data,
+            data_dir=cfg.data_dir,
+            val_split=cfg.val_split,
+            seed=cfg.seed,
+            strict=cfg.strict,
+            train_transform=train_transform(self.preprocessing, cfg.augment, tuple(cfg.crop_scale)),
+            eval_transform=_eval_transform(self.preprocessing),
+            subset=cfg.subset,
+        )
+        if self.data.train is None or len(self.data.train) == 0:
+            raise EffnetError(f"{cfg.data} has no training images")
+        if self.data.skipped:
+            for message in self.data.skipped[:5]:
+                self.log(f"warning: skipped {message}")
+            self.log(f"warning: {len(self.data.skipped)} unreadable images skipped (use --strict to stop instead)")
+        self.classes = list(self.data.classes)
+        model = probe
+        if model.num_classes != len(self.classes):
+            torch.manual_seed(cfg.seed)
+            model.reset_classifier(len(self.classes))
+        self.fine_tuning = cfg.weights is not None
+        self.freeze_bn = cfg.freeze_bn if cfg.freeze_bn is not None else self.fine_tuning
+        if cfg.sync_bn and info.enabled:
+            model = D.convert_sync_batchnorm(model, self.device.type)
+        model.to(self.device)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.optimizer = build_optimizer(model, cfg, self.fine_tuning, info.world_size)
+        self.sampler = DistributedSampler(
+            self.data.train, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed
+        )
+        drop_last = len(self.data.train) // info.world_size > cfg.batch_size
+        self.train_loader = _loader(self.data.train, cfg.batch_size, self.sampler, cfg.workers, drop_last, cfg.seed)
+        self.val_loader = (
+            _loader(self.data.val, cfg.batch_size, None, cfg.workers, False, cfg.seed) if self.data.val else None
+        )
+        steps_per_epoch = math.ceil(len(self.train_loader) / cfg.accum_steps)
+        base_lr = max(g["lr"] for g in self.optimizer.param_groups)
+        self.scheduler = warmup_cosine(
+            self.optimizer,
+            total_steps=steps_per_epoch * cfg.epochs,
+            warmup_steps=int(round(cfg.warmup_epochs * steps_per_epoch)),
+            min_lr_ratio=cfg.min_lr / base_lr if base_lr > 0 else 0.0,
+        )
+        self.amp_dtype = _AMP[cfg.amp]
+        if self.amp_dtype is torch.float16 and self.device.type == "cpu":
+            self.log("note: fp16 autocast on CPU is slow on most processors; bf16 is usually the better choice")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype is torch.float16)
+        self.ema = (
+            AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+            if cfg.ema
+            else None
+        )
+        self.mixer = batch_mixer(cfg.mixup, cfg.cutmix, len(self.classes))
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.start_epoch, self.best_top1, self.best_epoch = 0, None, None
+        self.step_fn_model: nn.Module = model
+        if cfg.compile:
+            self.step_fn_model = torch.compile(model)
+
+    def _wrap(self, trainable_backbone: bool) -> None:
+        """(Re)build the DDP wrapper; DDP only syncs parameters that required grad when it was built."""
+        set_backbone_trainable(self.model, trainable_backbone)
+        base = torch.compile(self.model) if self.cfg.compile else self.model
+        if self.info.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            base = DistributedDataParallel(base, device_ids=ids)
+        self.step_fn_model = base
+
+    def _metadata(self, epoch: int, metrics: dict) -> dict:
+        return {
+            "arch": self.model.arch_dict(),
+            "classes": self.classes,
+            "preprocessing": self.preprocessing.to_dict(),
+            "epoch": epoch,
+            "metrics": metrics,
+            "recipe": self.cfg.to_dict(),
+        }
+
+    def _eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def _state(self, epoch_done: int) -> dict:
+        return {
+            "epoch": epoch_done,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "best_top1": self.best_top1,
+            "best_epoch": self.best_epoch,
+            "classes": self.classes,
+        }
+
+    def _resume(self) -> None:
+        state = load_state(self.state_path)
+        if state.get("classes") != self.classes:
+            raise EffnetError(f"the data's classes differ from those of the run in {self.run_dir}; cannot resume")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.start_epoch = int(state["epoch"])
+        self.best_top1, self.best_epoch = state.get("best_top1"), state.get("best_epoch")
+        self.log(f"resuming {self.run_dir} after epoch {self.start_epoch}")
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> TrainResult:
+        cfg = self.cfg
+        if self.main:
+            self._check_run_dir()
+        self._build()
+        if cfg.resume:
+            self._resume()
+        history = _read_metrics(self.run_dir / "metrics.jsonl", self.start_epoch) if self.main else []
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_text(self.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            # Drop lines of epochs that will be trained again (a crash after the metrics, before the state).
+            write_text(self.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+        writer = self._tensorboard()
+        started = time.monotonic()
+        backbone_on = not (cfg.freeze_backbone and (cfg.unfreeze_at is None or self.start_epoch < cfg.unfreeze_at))
+        self._wrap(backbone_on)
+        try:
+            for epoch in range(self.start_epoch, cfg.epochs):
+                if cfg.freeze_backbone and cfg.unfreeze_at is not None and epoch == cfg.unfreeze_at:
+                    self.log(f"epoch {epoch}: unfreezing the backbone")
+                    self._wrap(True)
+                    backbone_on = True
+                row = self._epoch(epoch, backbone_on)
+                history.append(row)
+                if writer is not None:
+                    for key, value in row.items():
+                        if key != "epoch" and isinstance(value, int | float):
+                            writer.add_scalar(key, value, epoch)
+                    writer.flush()
+        finally:
+            if writer is not None:
+                writer.close()
+        result = TrainResult(
+            run_dir=str(self.run_dir),
+            best_top1=self.best_top1,
+            best_epoch=self.best_epoch,
+            epochs=cfg.epochs,
+            history=history,
+            best_path=str(self.run_dir / "best.safetensors"),
+            last_path=str(self.run_dir / "last.safetensors"),
+            train_time_s=time.monotonic() - started,
+            skipped_images=len(self.data.skipped),
+        )
+        if self.main:
+            self._write_summary(result)
+        return result
+
+    def _tensorboard(self) -> Any:
+        if not (self.main and self.cfg.tensorboard):
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            self.log("warning: tensorboard is not installed; no event files (pip install tensorboard)")
+            return None
+        return SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.start_epoch or None)
+
+    def _epoch(self, epoch: int, backbone_on: bool) -> dict:
+        cfg, info = self.cfg, self.info
+        # All randomness of an epoch comes from (seed, epoch): resume replays it exactly.
+        seed_everything(_epoch_seed(cfg.seed, epoch, info.rank))
+        self.sampler.set_epoch(epoch)
+        self.train_loader.generator.manual_seed(_epoch_seed(cfg.seed, epoch, info.rank))
+        model = self.step_fn_model
+        model.train()
+        if self.freeze_bn or not backbone_on:
+            freeze_batchnorm_stats(self.model)
+        started = time.monotonic()
+        seen, loss_sum, correct = 0, 0.0, 0
+        bar = self._progress(epoch)
+        micro = 0
+        try:
+            for images, targets in self.train_loader:
+                images = images.to(self.device, non_blocking=True)
+                targets = targets.to(self.device, non_blocking=True)
+                if cfg.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                hard = targets
+                soft = None
+                if self.mixer is not None:
+                    images, soft = self.mixer(images, targets)
+                micro += 1
+                last_micro = micro % cfg.accum_steps == 0 or micro == len(self.train_loader)
+                sync = contextlib.nullcontext()
+                if info.enabled and not last_micro:
+                    sync = model.no_sync()
+                with sync:
+                    with torch.autocast(
+                        self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+                    ):
+                        logits = model(images)
+                        loss = self.criterion(logits.float(), soft if soft is not None else targets)
+                    bad = not bool(torch.isfinite(loss))
+                    if D.any_rank(bad, info):
+                        raise NonFiniteLoss(
+                            f"the loss became {loss.item()} in epoch {epoch} after {seen} images; stopped. The last "
+                            f"good checkpoint is in {self.run_dir}. Try a lower --lr, --grad-clip 1.0 or --amp bf16/off"
+                        )
+                    self.scaler.scale(loss / cfg.accum_steps).backward()
+                if last_micro:
+                    self._step()
+                n = hard.shape[0]
+                seen += n
+                loss_sum += loss.item() * n
+                correct += (logits.detach().argmax(dim=1) == hard).sum().item()
+                if bar is not None:
+                    elapsed = max(time.monotonic() - started, 1e-9)
+                    bar.set_postfix(
+                        loss=f"{loss_sum / seen:.3f}",
+                        acc=f"{100 * correct / seen:.1f}%",
+                        img_s=f"{seen * info.world_size / elapsed:.0f}",
+                        refresh=False,
+                    )
+                    bar.update(1)
+        except KeyboardInterrupt:
+            if self.main:
+                path = write_checkpoint(
+                    self.run_dir / "interrupted.safetensors",
+                    self._eval_model().state_dict(),
+                    self._metadata(epoch, {"interrupted": True}),
+                )
+                self.log(
+                    f"interrupted in epoch {epoch}: weights so far saved to {path}; the last complete epoch is in "
+                    f"{self.run_dir / 'last.safetensors'} (continue with --resume)"
+                )
+            raise
+        except torch.OutOfMemoryError:
+            smaller = max(1, cfg.batch_size // 2)
+            raise EffnetError(
+                f"out of memory at batch size {cfg.batch_size} on {self.device}; try --batch-size {smaller}"
+            ) from None
+        finally:
+            if bar is not None:
+                bar.close()
+        elapsed = time.monotonic() - started
+        train_loss, train_top1 = _reduce_train_stats(loss_sum, correct, seen, info)
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_top1": train_top1,
+            "val_loss": None,
+            "val_top1": None,
+            "val_top5": None,
+            "lr": max(g["lr"] for g in self.optimizer.param_groups),
+            "images_per_s": seen * info.world_size / max(elapsed, 1e-9),
+            "epoch_time_s": elapsed,
+        }
+        last_epoch = epoch == cfg.epochs - 1
+        evaluated: EvalResult | None = None
+        if self.main and self.val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or last_epoch):
+            evaluated = evaluate(
+                self._eval_model(), self.val_loader, self.classes, self.device, self.amp_dtype, cfg.channels_last
+            )
+            row.update(val_loss=evaluated.loss, val_top1=evaluated.top1, val_top5=evaluated.top5)
+        if self.main:
+            self._save(epoch, row, evaluated)
+            self.log(_epoch_line(row, cfg.epochs))
+        if info.enabled:
+            torch.distributed.barrier()
+        return row
+
+    def _step(self) -> None:
+        cfg = self.cfg
+        if cfg.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        with warnings.catch_warnings():
+            # GradScaler skips steps whose gradients overflowed; the schedule still advances.
+            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
+            self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+
+    def _save(self, epoch: int, row: dict, evaluated: EvalResult | None) -> None:
+        weights = self._eval_model().state_dict()
+        meta = self._metadata(epoch, row)
+        write_checkpoint(self.run_dir / "last.safetensors", weights, meta)
+        score = row["val_top1"] if row["val_top1"] is not None else None
+        improved = score is not None and (self.best_top1 is None or score > self.best_top1)
+        if improved or (self.val_loader is None):
+            self.best_top1, self.best_epoch = score, epoch
+            write_checkpoint(self.run_dir / "best.safetensors", weights, meta)
+        if evaluated is not None:
+            write_json(self.run_dir / "eval_last.json", evaluated.to_dict())
+        _append_line(self.run_dir / "metrics.jsonl", row)
+        save_state(self.state_path, self._state(epoch + 1))  # the commit point of this epoch
+
+    def _write_summary(self, result: TrainResult) -> None:
+        from effnet.models.summary import count_flops, count_params
+
+        model = self._eval_model()
+        try:
+            flops = count_flops(model, self.preprocessing.input_size)
+        except Exception:  # noqa: BLE001 - FLOPs are informative only; never fail a finished run
+            flops = None
+        best = self.run_dir / "best.safetensors"
+        summary = {
+            "model": self.cfg.model,
+            "params": count_params(model),
+            "flops": flops,
+            "size_mb": best.stat().st_size / 1e6 if best.exists() else None,
+            "best_val_top1": result.best_top1,
+            "best_epoch": result.best_epoch,
+            "epochs": self.cfg.epochs,
+            "classes": self.classes,
+            "img_size": self.preprocessing.input_size,
+            "train_time_s": result.train_time_s,
+            "skipped_images": result.skipped_images,
+            "data": self.data.source,
+        }
+        write_json(self.run_dir / "summary.json", summary)
+
+    def _progress(self, epoch: int) -> Any:
+        if not (self.main and self.cfg.progress):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(
+            total=len(self.train_loader),
+            desc=f"epoch {epoch + 1}/{self.cfg.epochs}",
+            unit="batch",
+            leave=False,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+
+
+def _eval_transform(pre: Preprocessing) -> Any:
+    from effnet.data.images import eval_transform
+
+    return eval_transform(pre)
+
+
+def _reduce_train_stats(loss_sum: float, correct: int, seen: int, info: D.DistInfo) -> tuple[float, float]:
+    if info.enabled:
+        t = torch.tensor([loss_sum, float(correct), float(seen)], dtype=torch.float64)
+        torch.distributed.all_reduce(t)
+        loss_sum, correct, seen = t[0].item(), int(t[1].item()), int(t[2].item())
+    return loss_sum / max(seen, 1), 100.0 * correct / max(seen, 1)
+
+
+def _epoch_line(row: dict, epochs: int) -> str:
+    text = f"epoch {row['epoch'] + 1}/{epochs}: train loss {row['train_loss']:.4f}, acc {row['train_top1']:.2f}%"
+    if row["val_top1"] is not None:
+        text += f"; val loss {row['val_loss']:.4f}, top-1 {row['val_top1']:.2f}%, top-5 {row['val_top5']:.2f}%"
+    return text + f"; {row['images_per_s']:.0f} img/s, {row['epoch_time_s']:.0f}s"
+
+
+__all__ = ["NonFiniteLoss", "TrainResult", "train"]

@@ -1,0 +1,72 @@
+import json
+
+import pytest
+from tests.export.tiny import IMG, tiny_effnet
+
+from effnet.cli import main
+from effnet.weights.io import write_checkpoint
+
+REQUIRED = {
+    "model": str,
+    "runtime": str,
+    "precision": str,
+    "batch_size": int,
+    "img_size": int,
+    "params": (int, type(None)),
+    "flops": (int, type(None)),
+    "size_mb": (float, type(None)),
+    "latency_ms_median": (float, type(None)),
+    "latency_ms_p90": (float, type(None)),
+    "throughput_ips": (float, type(None)),
+    "peak_memory_mb": (float, type(None)),
+    "top1": (float, type(None)),
+    "error": (str, type(None)),
+}
+
+
+def _checkpoint(tmp_path):
+    model = tiny_effnet()
+    return str(write_checkpoint(tmp_path / "tiny.safetensors", model.state_dict(), {"arch": model.config.to_dict()}))
+
+
+def test_bench_json_follows_the_schema_the_report_reads(tmp_path, capsys):
+    ckpt = _checkpoint(tmp_path)
+    args = ["bench", ckpt, "efficientnet_b99", "--batch-sizes", "1,2", "--repeats", "3", "--warmup", "1"]
+    assert main([*args, "--threads", "1", "--runtime", "torch,onnxruntime", "--json"]) == 1  # one model is unknown
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert {"device": str, "threads": int, "torch_version": str, "cpu": str}.items() <= {
+        k: type(v) for k, v in report.items()
+    }.items()
+    assert report["device"] == "cpu" and report["threads"] == 1
+    assert len(report["results"]) == 2 * 2 * 2  # models x runtimes x batch sizes
+    for row in report["results"]:
+        for key, kind in REQUIRED.items():
+            assert isinstance(row[key], kind), (key, row[key])
+        assert row["runtime"] in ("torch", "onnxruntime")
+    good = [r for r in report["results"] if r["model"] == ckpt]
+    assert all(r["error"] is None and r["latency_ms_median"] > 0 and r["img_size"] == IMG for r in good)
+    bad = [r for r in report["results"] if r["model"] == "efficientnet_b99"]
+    assert all("unknown model" in r["error"] and r["latency_ms_median"] is None for r in bad)
+    assert "effnet: warning: efficientnet_b99 (torch, batch 1): unknown model" in captured.err
+
+
+def test_bench_table_compares_against_the_first_row(tmp_path, capsys):
+    ckpt = _checkpoint(tmp_path)
+    assert main(["bench", ckpt, ckpt, "--repeats", "2", "--warmup", "0", "--no-memory", "--fuse"]) == 0
+    out = capsys.readouterr().out
+    assert "2 interleaved runs after 0 warm-up" in out
+    lines = [line for line in out.splitlines() if line.startswith(ckpt)]
+    assert len(lines) == 2 and lines[0].endswith("1.00x") and lines[1].endswith("x")
+
+
+def test_bench_cli_rejects_bad_options(capsys):
+    for args, message in [
+        (["--batch-sizes", "1,x"], "expected comma-separated whole numbers"),
+        (["--runtime", "tensorrt"], "expected some of torch, compile, onnxruntime"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["bench", "efficientnet_b0", *args])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert main(["bench", "efficientnet_b0", "--data", "/nonexistent/dir"]) == 1
+    assert capsys.readouterr().err.startswith("effnet: error: --data /nonexistent/dir: expected a directory")
