@@ -34,3 +34,14 @@ def sample_photos() -> dict[str, Path]:
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reads or writes the user's real weight cache."""
     monkeypatch.setenv("EFFNET_HOME", str(tmp_path_factory.mktemp("effnet_home")))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One PyTorch thread for a module: tiny (32-pixel) workloads gain nothing from more, several
+    processes may share the 2 cores, and the same thread count keeps results bitwise comparable
+    with processes started with ``OMP_NUM_THREADS=1``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

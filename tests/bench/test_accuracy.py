@@ -26,8 +26,22 @@ def test_top1_uses_the_folder_labels(tmp_path):
         return torch.stack([red.float(), (~red).float()], dim=1)
 
     pre = Preprocessing(16, 18)
-    assert top1_accuracy(predict_red_as_0, tmp_path, pre, batch_size=4) == 100.0
-    assert top1_accuracy(lambda x: torch.ones(len(x), 2) * torch.tensor([1.0, 0.0]), tmp_path, pre) == 50.0
+    assert top1_accuracy(predict_red_as_0, tmp_path, pre, batch_size=4).top1 == 100.0
+    always_0 = top1_accuracy(lambda x: torch.ones(len(x), 2) * torch.tensor([1.0, 0.0]), tmp_path, pre)
+    assert (always_0.top1, always_0.images, always_0.skipped) == (50.0, 6, [])
+
+
+def test_unreadable_images_are_skipped_and_listed(tmp_path):
+    (tmp_path / "0").mkdir()
+    Image.new("RGB", (20, 20), "red").save(tmp_path / "0" / "good.png")
+    (tmp_path / "0" / "empty.jpg").write_bytes(b"")
+    (tmp_path / "0" / "junk.png").write_bytes(b"not a png at all")
+    result = top1_accuracy(lambda x: torch.ones(len(x), 1), tmp_path, Preprocessing(16, 18))
+    assert (result.top1, result.images) == (100.0, 1)
+    assert [line.split(": ")[0].rsplit("/", 1)[-1] for line in result.skipped] == ["empty.jpg", "junk.png"]
+    (tmp_path / "0" / "good.png").unlink()
+    with pytest.raises(EffnetError, match="none of its 2 images could be read"):
+        top1_accuracy(lambda x: torch.ones(len(x), 1), tmp_path, Preprocessing(16, 18))
 
 
 def test_data_that_is_not_an_image_folder_is_refused(tmp_path):

@@ -111,7 +111,7 @@ def test_onnxruntime_runs_the_checked_export_and_onnx_files(tmp_path):
         batch_sizes=[1, 2],
         warmup=1,
         repeats=3,
-        threads=2,
+        threads=1,
     )
     rows = {(r.model.rsplit("/", 1)[-1], r.runtime, r.batch_size): r for r in report.results}
     assert set(rows) == {
@@ -167,11 +167,15 @@ def test_compile_runtime_and_lower_precision():
     assert "use --precision fp32" in rows["onnxruntime"].error
 
 
-def test_fuse_measures_a_folded_copy_and_leaves_the_model_alone():
+def test_fuse_and_channels_last_measure_a_copy_and_leave_the_model_alone():
     model = plain_cnn()
-    report = benchmark([("cnn", model)], fuse=True, img_size=16, warmup=0, repeats=2, measure_memory=False)
+    report = benchmark(
+        [("cnn", model)], fuse=True, channels_last=True, img_size=16, warmup=0, repeats=2, measure_memory=False
+    )
+    assert report.results[0].error is None and report.results[0].latency_ms_median > 0
     assert report.results[0].params < sum(p.numel() for p in model.parameters())
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert model[0].weight.is_contiguous()  # the caller's weights keep their memory format
 
 
 def test_reference_models_hold_effnets_weights():

@@ -53,7 +53,8 @@ def test_bench_json_follows_the_schema_the_report_reads(tmp_path, capsys):
 
 def test_bench_table_compares_against_the_first_row(tmp_path, capsys):
     ckpt = _checkpoint(tmp_path)
-    assert main(["bench", ckpt, ckpt, "--repeats", "2", "--warmup", "0", "--no-memory", "--fuse"]) == 0
+    options = ["--repeats", "2", "--warmup", "0", "--no-memory", "--fuse", "--channels-last"]
+    assert main(["bench", ckpt, ckpt, *options]) == 0
     out = capsys.readouterr().out
     assert "2 interleaved runs after 0 warm-up" in out
     lines = [line for line in out.splitlines() if line.startswith(ckpt)]

@@ -15,7 +15,6 @@ import struct
 import time
 import urllib.error
 import urllib.request
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
+from tests.corpus import write_bad_files
 from torch.utils.data import DataLoader
 from torchvision.datasets import CIFAR10, FashionMNIST
 from torchvision.datasets.mnist import read_image_file, read_label_file
@@ -76,46 +76,9 @@ def make_folder(root: Path, counts: dict[str, int], suffix: str = ".png") -> Pat
     return root
 
 
-def truncated_jpeg(path: Path) -> Path:
-    save_image(path.with_suffix(".jpg"), size=32)
-    data = path.with_suffix(".jpg").read_bytes()
-    path.with_suffix(".jpg").unlink()
-    path.write_bytes(data[: len(data) // 3])
-    return path
-
-
-def truncated_png(path: Path) -> Path:
-    save_image(path, size=32)
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    return path
-
-
-def png_claiming_size(path: Path, width: int, height: int) -> Path:
-    """A tiny PNG whose header claims width x height (a decompression bomb's calling card)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
-    )
-    return path
-
-
 def bad_corpus(folder: Path) -> dict[str, Path]:
-    """One of each kind of unreadable file, with image suffixes, next to files that must be ignored."""
-    folder.mkdir(parents=True, exist_ok=True)
-    bad = {
-        "empty": folder / "empty.jpg",
-        "truncated_jpeg": truncated_jpeg(folder / "truncated.jpg"),
-        "truncated_png": truncated_png(folder / "truncated.png"),
-        "noise": folder / "noise.png",
-        "bomb": png_claiming_size(folder / "bomb.png", 100_000, 100_000),
-    }
-    bad["empty"].touch()
-    bad["noise"].write_bytes(np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    """The shared corpus's unreadable files (tests/corpus.py), next to files that must be ignored."""
+    bad = write_bad_files(folder)
     (folder / "notes.txt").write_text("not an image suffix: ignored")
     (folder / "._macos_fork.jpg").write_bytes(b"\0\5\26\7 hidden: ignored")
     (folder / ".thumbnails").mkdir()

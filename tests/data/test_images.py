@@ -1,31 +1,15 @@
 """A bad-input corpus, generated here, against the image loader."""
 
-import os
-import struct
-import zlib
-
 import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageFile
+from tests.corpus import BAD_REASONS, write_bad_files, write_exif_upright, write_odd_images
 
 from effnet.data.images import ImageError, eval_transform, find_images, load_image
 from effnet.weights.specs import Preprocessing
-
-
-def png_claiming_size(path, width, height):
-    """A tiny PNG whose header claims width x height (a decompression bomb's calling card)."""
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
-    )
-    return path
 
 
 @pytest.fixture
@@ -37,30 +21,31 @@ def photo(tmp_path):
     return path
 
 
-def test_zero_byte_file(tmp_path):
-    (tmp_path / "empty.jpg").touch()
-    with pytest.raises(ImageError, match="empty file"):
-        load_image(tmp_path / "empty.jpg")
-
-
-def test_truncated_jpeg(photo):
-    data = photo.read_bytes()
-    photo.write_bytes(data[: len(data) // 3])
-    with pytest.raises(ImageError, match="truncated"):
-        load_image(photo)
-
-
-def test_random_bytes_with_image_extension(tmp_path):
-    path = tmp_path / "noise.png"
-    path.write_bytes(os.urandom(2048))
-    with pytest.raises(ImageError, match="not an image"):
+@pytest.mark.parametrize("kind", sorted(BAD_REASONS))
+def test_bad_files_are_refused_with_one_line_naming_them(tmp_path, kind):
+    """Zero-byte, truncated, random-byte and decompression-bomb files, from the shared corpus."""
+    path = write_bad_files(tmp_path)[kind]
+    with pytest.raises(ImageError) as exc:
         load_image(path)
+    message = str(exc.value)
+    assert message.startswith(f"{path}: ") and BAD_REASONS[kind] in message and "\n" not in message
 
 
-def test_decompression_bomb_is_refused_without_decoding(tmp_path):
-    path = png_claiming_size(tmp_path / "bomb.png", 100_000, 100_000)
+def test_decompression_bomb_is_refused_without_decoding(tmp_path, monkeypatch):
+    path = write_bad_files(tmp_path)["bomb"]
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("the bomb was decoded"))
     with pytest.raises(ImageError, match="too large"):
         load_image(path)
+
+
+@pytest.mark.parametrize("kind", ["cmyk", "gray16", "palette", "rgba", "gray", "animated", "exif_rotated"])
+def test_odd_images_from_the_corpus_load_as_rgb(tmp_path, kind):
+    odd = write_odd_images(tmp_path)
+    out = load_image(odd[kind])
+    assert out.mode == "RGB" and out.size == ((30, 40) if kind == "exif_rotated" else (40, 30))
+    if kind == "gray16":  # 16-bit gray is scaled to 8 bits (the 8-bit copy's values), not clipped to white
+        diff = np.asarray(out, dtype=int) - np.asarray(load_image(odd["gray"]), dtype=int)
+        assert np.abs(diff).max() <= 1
 
 
 @pytest.mark.parametrize("mode", ["CMYK", "L", "LA", "P", "RGBA", "I;16", "1", "F"])
@@ -94,15 +79,16 @@ def test_animated_gif_uses_the_first_frame(tmp_path):
     path = tmp_path / "anim.gif"
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=50, loop=0)
     assert load_image(path).size == (16, 16)
+    with Image.open(path) as first:
+        assert np.array_equal(np.asarray(load_image(path)), np.asarray(first.convert("RGB")))
 
 
 def test_exif_orientation_is_respected(tmp_path):
-    img = Image.new("RGB", (40, 20), (255, 0, 0))
-    exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90 degrees clockwise for display
-    path = tmp_path / "rotated.jpg"
-    img.save(path, exif=exif)
-    assert load_image(path).size == (20, 40)
+    rotated = write_odd_images(tmp_path)["exif_rotated"]
+    upright = write_exif_upright(rotated, tmp_path / "upright.png")
+    out = load_image(rotated)
+    assert out.size == (30, 40)
+    assert np.array_equal(np.asarray(out), np.asarray(Image.open(upright)))  # turned, not just resized
 
 
 def test_find_images_keeps_input_order_and_reports_problems(tmp_path, photo):

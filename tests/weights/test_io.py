@@ -1,12 +1,19 @@
+import io
+import json
 import os
 import pickle
 
 import pytest
 import torch
 import torchvision
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from safetensors.torch import save
+from tests.export.tiny import tiny_effnet
 
 import effnet
 from effnet.weights.io import read_checkpoint, write_checkpoint
+from effnet.weights.specs import Preprocessing
 
 
 class _RunsCode:
@@ -108,3 +115,110 @@ def test_class_count_change_keeps_backbone_of_own_checkpoint(tmp_path):
     five = effnet.create_model(weights=path, num_classes=5)
     assert five.num_classes == 5
     assert torch.equal(five.stem.conv.weight, model.stem.conv.weight)
+
+
+# ---------------------------------------------------------------------------------------------
+# Property tests: whatever bytes or metadata a checkpoint holds, the only failure is an EffnetError
+
+
+def _valid_files() -> dict[str, bytes]:
+    """Small valid checkpoints in each container: torch zip, torch legacy pickle, safetensors."""
+    tensors = {"features.0.weight": torch.randn(4, 3, 3, 3), "classifier.bias": torch.zeros(2)}
+    zipped, legacy = io.BytesIO(), io.BytesIO()
+    torch.save({"state_dict": tensors, "epoch": 3, "arch": "efficientnet_b0"}, zipped)
+    torch.save(tensors, legacy, _use_new_zipfile_serialization=False)
+    return {"zip": zipped.getvalue(), "legacy": legacy.getvalue(), "safetensors": _safetensors_bytes(tensors)}
+
+
+def _safetensors_bytes(tensors, metadata=None) -> bytes:
+    return save(tensors, metadata=metadata)
+
+
+VALID = _valid_files()
+
+
+def _assert_reads_or_refuses(path) -> None:
+    try:
+        ckpt = read_checkpoint(path)
+    except effnet.EffnetError as exc:
+        message = str(exc)
+        assert "\n" not in message and str(path) in message, message
+    else:
+        assert all(isinstance(v, torch.Tensor) for v in ckpt.tensors.values()) and ckpt.tensors
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=2048), suffix=st.sampled_from([".pth", ".pt", ".bin", ".safetensors"]))
+@example(data=b"\x80\x02}q\x00.", suffix=".pth")  # an empty pickled dict
+@example(data=(10**9).to_bytes(8, "little") + b'{"a":', suffix=".safetensors")  # header longer than the file
+def test_arbitrary_bytes_never_crash_read_checkpoint(tmp_path, data, suffix):
+    path = tmp_path / f"fuzz{suffix}"
+    path.write_bytes(data)
+    _assert_reads_or_refuses(path)
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    kind=st.sampled_from(sorted(VALID)),
+    cut=st.floats(0.0, 1.0),
+    flips=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(0, 255)), max_size=6),
+)
+def test_damaged_real_checkpoints_never_crash_read_checkpoint(tmp_path, kind, cut, flips):
+    """Valid files cut short and with bytes overwritten reach deep into torch.load and safetensors."""
+    data = bytearray(VALID[kind])
+    for where, value in flips:
+        data[int(where * (len(data) - 1))] = value
+    data = data[: max(1, int(len(data) * cut))] if cut < 1.0 else data
+    path = tmp_path / ("fuzz.safetensors" if kind == "safetensors" else "fuzz.pth")
+    path.write_bytes(bytes(data))
+    _assert_reads_or_refuses(path)
+
+
+_TINY = tiny_effnet(num_classes=2)
+_TINY_TENSORS = {k: v.contiguous() for k, v in _TINY.state_dict().items()}
+_TINY_META = {
+    "format": "effnet",
+    "arch": _TINY.config.to_dict(),
+    "classes": ["a", "b"],
+    "preprocessing": {"input_size": 64, "resize_size": 72, "interpolation": "bilinear"},
+}
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
+# Where an edit goes: the whole metadata (""), any top-level entry, any preprocessing, architecture or stage field.
+_META_PLACES = ["", "unknown_key", "classes", "classes.0", "preprocessing", "arch", "arch.stages", "arch.stages.0"]
+_META_PLACES += [f"preprocessing.{k}" for k in ("input_size", "resize_size", "interpolation", "mean", "std")]
+_META_PLACES += [f"arch.{k}" for k in _TINY_META["arch"] if k != "stages"]
+_META_PLACES += [f"arch.stages.{i}.{k}" for i in (0, 3) for k in _TINY_META["arch"]["stages"][0]]
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(place=st.sampled_from(_META_PLACES), value=_JSON)
+@example(place="arch", value={})  # no name: found by this test
+@example(place="arch.stages", value=[])
+@example(place="preprocessing.mean", value=[0.5, 0.5])
+def test_hostile_effnet_metadata_is_an_effnet_error(tmp_path, place, value):
+    """An effnet checkpoint whose metadata was edited: it loads with usable metadata, or fails in one line."""
+    meta = json.loads(json.dumps(_TINY_META))
+    if place:
+        *parents, leaf = place.split(".")
+        target = meta
+        for key in parents:
+            target = target[int(key)] if isinstance(target, list) else target[key]
+        target[int(leaf) if isinstance(target, list) else leaf] = value
+    else:
+        meta = value
+    path = tmp_path / "edited.safetensors"
+    path.write_bytes(_safetensors_bytes(_TINY_TENSORS, {"effnet": json.dumps(meta)}))
+    try:
+        model = effnet.create_model(weights=path)
+    except effnet.EffnetError as exc:
+        assert "\n" not in str(exc)
+    else:
+        classes = model.pretrained_meta["classes"]
+        assert all(isinstance(c, str) for c in classes) and len(classes) == model.num_classes
+        Preprocessing.from_dict(model.pretrained_meta["preprocessing"])

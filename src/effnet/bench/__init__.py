@@ -2,8 +2,9 @@
 
 >>> from effnet.bench import benchmark
 >>> report = benchmark(["efficientnet_lite0"], img_size=64, warmup=1, repeats=3, measure_memory=False)
->>> sorted(report.to_dict())[:3]
-['cpu', 'device', 'interleaved']
+>>> row = report.to_dict()["results"][0]
+>>> row["model"], row["runtime"], row["latency_ms_median"] > 0
+('efficientnet_lite0', 'torch', True)
 """
 
 from effnet.bench.accuracy import class_to_output, top1_accuracy

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torchvision.datasets import ImageFolder
 
-from effnet.data.images import IMAGE_SUFFIXES, eval_transform, load_image
+from effnet.data.images import IMAGE_SUFFIXES, ImageError, eval_transform, load_image
 from effnet.errors import EffnetError
 from effnet.weights.specs import Preprocessing
 
@@ -67,26 +68,57 @@ def class_to_output(folders: Sequence[str], model_classes: Sequence[str] | None,
     )
 
 
+@dataclass
+class Accuracy:
+    """Top-1 over the readable images of a folder, and the one-line reasons the others were skipped."""
+
+    top1: float  # percent
+    images: int
+    skipped: list[str] = field(default_factory=list)
+
+
 def top1_accuracy(
     predict: Callable[[torch.Tensor], torch.Tensor],
     root: str | os.PathLike[str],
     preprocessing: Preprocessing,
     model_classes: Sequence[str] | None = None,
     batch_size: int = 16,
-) -> float:
-    """Percentage of images in ``root`` whose highest-scoring output is their folder's class."""
+) -> Accuracy:
+    """Percentage of images in ``root`` whose highest-scoring output is their folder's class.
+
+    Unreadable images (empty, truncated, not images) are skipped and listed, as ``effnet eval``
+    does; only a folder with no readable image at all is an error.
+    """
     dataset = open_image_folder(root, preprocessing)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
     mapping: torch.Tensor | None = None
     correct = total = 0
-    for images, labels in loader:
-        scores = predict(images)
+    skipped: list[str] = []
+    images: list[torch.Tensor] = []
+    labels: list[int] = []
+
+    def score_batch() -> None:
+        nonlocal mapping, correct, total
+        scores = predict(torch.stack(images))
         if scores.dim() != 2:
             raise EffnetError(f"expected class scores of shape (batch, classes), got {list(scores.shape)}")
         if mapping is None:
             mapping = torch.tensor(class_to_output(dataset.classes, model_classes, scores.shape[1]))
-        correct += int((scores.argmax(dim=1) == mapping[labels]).sum())
+        correct += int((scores.argmax(dim=1) == mapping[torch.tensor(labels)]).sum())
         total += len(labels)
+        images.clear()
+        labels.clear()
+
+    for path, label in dataset.samples:
+        try:
+            images.append(dataset.transform(load_image(path)))
+        except ImageError as exc:
+            skipped.append(str(exc))
+            continue
+        labels.append(label)
+        if len(images) == batch_size:
+            score_batch()
+    if images:
+        score_batch()
     if total == 0:
-        raise EffnetError(f"--data {root}: no images found")
-    return 100.0 * correct / total
+        raise EffnetError(f"--data {root}: none of its {len(skipped)} images could be read ({skipped[0]})")
+    return Accuracy(100.0 * correct / total, total, skipped)

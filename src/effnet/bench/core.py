@@ -9,6 +9,7 @@ in its result and the rest are still measured.
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -48,7 +49,7 @@ class BenchResult:
     runtime: str
     precision: str
     batch_size: int
-    img_size: int
+    img_size: int  # 0 when a model failed before its input size was known
     params: int | None = None
     flops: int | None = None
     size_mb: float | None = None
@@ -62,6 +63,7 @@ class BenchResult:
     source: str = "effnet"  # effnet | torchvision | timm | onnx | module
     latency_ms_min: float | None = None
     repeats: int = 0
+    top1_images: int | None = None  # readable --data images that top1 is over
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,6 +82,7 @@ class BenchReport:
     warmup: int = 0
     repeats: int = 0
     interleaved: bool = True
+    data_skipped: list[str] = field(default_factory=list)  # unreadable --data images, one line each
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -127,6 +130,7 @@ def benchmark(
     warmup: int = 10,
     repeats: int = 50,
     fuse: bool = False,
+    channels_last: bool = False,
     measure_memory: bool = True,
     compile_backend: str = "inductor",
     log: Callable[[str], None] | None = None,
@@ -144,6 +148,7 @@ def benchmark(
             each effnet model, holding the same weights.
         data: an ImageFolder-style directory; adds top-1 accuracy.
         fuse: measure PyTorch runtimes on :func:`effnet.export.fuse_for_inference` copies.
+        channels_last: run PyTorch runtimes in NHWC memory format (often faster on CPU).
         threads: intra-op threads for PyTorch and ONNX Runtime (default: PyTorch's current).
 
     >>> report = benchmark(["efficientnet_lite0"], img_size=64, warmup=1, repeats=3, measure_memory=False)
@@ -158,30 +163,29 @@ def benchmark(
     if data is not None:
         open_image_folder(data)  # a wrong --data is one error up front, not one per model
     saved_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
+    threads = threads or saved_threads  # ONNX Runtime gets the same count as PyTorch, for a fair race
+    torch.set_num_threads(threads)
     try:
         with tempfile.TemporaryDirectory(prefix="effnet-bench-") as workdir:
             targets = _resolve_targets(models, reference, say)
-            candidates = _make_candidates(
-                targets, runtimes, precision, img_size, dev, threads, fuse, compile_backend, Path(workdir), say
-            )
+            settings = _Settings(dev, threads, precision, img_size, fuse, channels_last, compile_backend, Path(workdir))
+            candidates = _make_candidates(targets, runtimes, settings, say)
             for batch_size in batch_sizes:
                 _measure_batch(candidates, batch_size, dev, warmup, repeats, measure_memory, say)
-            if data is not None:
-                _measure_accuracy(candidates, data, say)
+            skipped = _measure_accuracy(candidates, data, say) if data is not None else []
             results = [row for b in batch_sizes for c in candidates for row in c.rows if row.batch_size == b]
     finally:
         torch.set_num_threads(saved_threads)
     return BenchReport(
         device=device_name(dev),
-        threads=threads or saved_threads,
+        threads=threads,
         torch_version=torch.__version__,
         cpu=cpu_name(),
         results=results,
         onnxruntime_version=_onnxruntime_version(),
         warmup=warmup,
         repeats=repeats,
+        data_skipped=skipped,
     )
 
 
@@ -251,30 +255,35 @@ def _meta(module: nn.Module) -> dict[str, Any]:
     return dict(getattr(module, "pretrained_meta", None) or {})
 
 
+@dataclass(frozen=True)
+class _Settings:
+    """How every candidate of one ``benchmark`` call is prepared."""
+
+    device: torch.device
+    threads: int | None
+    precision: str
+    img_size: int | None
+    fuse: bool
+    channels_last: bool
+    compile_backend: str
+    workdir: Path  # where ONNX exports for ONNX Runtime live during the call
+
+
 def _make_candidates(
-    targets: list[_Target],
-    runtimes: Sequence[str],
-    precision: str,
-    img_size: int | None,
-    dev: torch.device,
-    threads: int | None,
-    fuse: bool,
-    compile_backend: str,
-    workdir: Path,
-    say: Callable[[str], None],
+    targets: list[_Target], runtimes: Sequence[str], settings: _Settings, say: Callable[[str], None]
 ) -> list[_Candidate]:
     candidates = []
     for number, target in enumerate(targets):
         kinds = ["onnxruntime"] if target.onnx_path is not None else list(dict.fromkeys(runtimes))
         for runtime in kinds:
-            candidate = _Candidate(target, runtime, precision)
-            candidate.img_size = img_size or 0
+            candidate = _Candidate(target, runtime, settings.precision)
+            candidate.img_size = settings.img_size or 0
             candidates.append(candidate)
             if target.error:
                 candidate.error = target.error
                 continue
             try:
-                _prepare_candidate(candidate, number, dev, threads, fuse, compile_backend, workdir, say)
+                _prepare_candidate(candidate, number, settings, say)
             except EffnetError as exc:
                 candidate.error = str(exc)
             except Exception as exc:  # a broken model must not stop the others
@@ -282,20 +291,11 @@ def _make_candidates(
     return candidates
 
 
-def _prepare_candidate(
-    c: _Candidate,
-    number: int,
-    dev: torch.device,
-    threads: int | None,
-    fuse: bool,
-    compile_backend: str,
-    workdir: Path,
-    say: Callable[[str], None],
-) -> None:
+def _prepare_candidate(c: _Candidate, number: int, settings: _Settings, say: Callable[[str], None]) -> None:
     target = c.target
     if target.onnx_path is not None:
         say(f"loading {target.label} into ONNX Runtime")
-        c.runner = OrtRunner(target.onnx_path, threads, dev, c.img_size or None)
+        c.runner = OrtRunner(target.onnx_path, settings.threads, settings.device, c.img_size or None)
         c.precision, c.img_size = c.runner.precision, c.runner.img_size
         target.meta = target.meta or onnx_metadata(c.runner.session)
         return
@@ -311,20 +311,25 @@ def _prepare_candidate(
     if c.runtime == "onnxruntime":
         if c.precision != "fp32":
             raise EffnetError("ONNX Runtime runs the fp32 export; use --precision fp32 with --runtime onnxruntime")
-        path = workdir / f"{number}-{Path(target.label).name.replace(':', '_')}.onnx"
+        path = settings.workdir / f"{number}-{Path(target.label).name.replace(':', '_')}.onnx"
         say(f"exporting {target.label} to ONNX for ONNX Runtime")
         export_model(module, "onnx", path, img_size=c.img_size, dynamic_batch=True, fuse=target.fuse_for_export)
-        c.runner = OrtRunner(path, threads, dev, c.img_size)
+        c.runner = OrtRunner(path, settings.threads, settings.device, c.img_size)
         return
-    measured = fuse_for_inference(module) if fuse else _copy_for_runtime(module)
-    backend = compile_backend if c.runtime == "compile" else None
-    c.runner = TorchRunner(measured, c.img_size, input_channels(module), dev, c.precision, backend)
+    measured = fuse_for_inference(module) if settings.fuse else _copy_for_runtime(module)
+    c.runner = TorchRunner(
+        measured,
+        c.img_size,
+        input_channels(module),
+        settings.device,
+        c.precision,
+        compile_backend=settings.compile_backend if c.runtime == "compile" else None,
+        channels_last=settings.channels_last,
+    )
 
 
 def _copy_for_runtime(module: nn.Module) -> nn.Module:
     """Runners move modules between devices and dtypes; they get a copy so the caller's model stays put."""
-    import copy
-
     return copy.deepcopy(module)
 
 
@@ -382,7 +387,11 @@ def _measure_batch(
         row.repeats = len(samples)
 
 
-def _measure_accuracy(candidates: list[_Candidate], data: str | os.PathLike[str], say: Callable[[str], None]) -> None:
+def _measure_accuracy(
+    candidates: list[_Candidate], data: str | os.PathLike[str], say: Callable[[str], None]
+) -> list[str]:
+    """Fill ``top1`` for every measured row; returns the unreadable images (skipped, not fatal)."""
+    skipped: dict[str, None] = {}
     for c in candidates:
         measured = [row for row in c.rows if row.error is None]
         if c.runner is None or not measured:
@@ -393,13 +402,16 @@ def _measure_accuracy(candidates: list[_Candidate], data: str | os.PathLike[str]
         pre = scaled_preprocessing(pre or Preprocessing.default_for(c.img_size), c.img_size)
         say(f"top-1 accuracy of {c.target.label} on {c.runtime}")
         try:
-            top1 = _round(top1_accuracy(c.runner.predict, data, pre, meta.get("classes"), batch), 3)
+            accuracy = top1_accuracy(c.runner.predict, data, pre, meta.get("classes"), batch)
         except EffnetError as exc:
             for row in measured:
                 row.error = str(exc)
             continue
+        skipped.update(dict.fromkeys(accuracy.skipped))
         for row in measured:
-            row.top1 = top1
+            row.top1 = _round(accuracy.top1, 3)
+            row.top1_images = accuracy.images
+    return list(skipped)
 
 
 def _describe(exc: BaseException, batch_size: int, dev: torch.device) -> str:
@@ -419,7 +431,7 @@ def _describe(exc: BaseException, batch_size: int, dev: torch.device) -> str:
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
-    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):  # torch.OutOfMemoryError since 2.5
         return True
     text = str(exc).lower()
     return any(s in text for s in ("out of memory", "can't allocate memory", "failed to allocate memory", "bad_alloc"))

@@ -61,6 +61,7 @@ class TorchRunner(Runner):
         device: torch.device,
         precision: str = "fp32",
         compile_backend: str | None = None,
+        channels_last: bool = False,
     ) -> None:
         self.runtime = "torch" if compile_backend is None else "compile"
         self.precision = precision
@@ -68,14 +69,16 @@ class TorchRunner(Runner):
         self.in_chans = in_chans
         self.device = device
         self.dtype = PRECISIONS[precision]
-        self.module = module.to(device=device, dtype=self.dtype).eval()
+        # NHWC lets oneDNN (CPU) and cuDNN pick their fastest depthwise and 1x1 kernels.
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.module = module.to(device=device, dtype=self.dtype, memory_format=self.memory_format).eval()
         self.params = sum(p.numel() for p in self.module.parameters())
         self.size_mb = tensor_bytes(self.module) / MiB
         self.forward = self.module if compile_backend is None else torch.compile(self.module, backend=compile_backend)
 
     def _input(self, batch_size: int) -> torch.Tensor:
         shape = (batch_size, self.in_chans, self.img_size, self.img_size)
-        return torch.randn(shape, device=self.device, dtype=self.dtype)
+        return torch.randn(shape, device=self.device, dtype=self.dtype).contiguous(memory_format=self.memory_format)
 
     def prepare(self, batch_size: int) -> Callable[[], None]:
         x = self._input(batch_size)
@@ -85,11 +88,13 @@ class TorchRunner(Runner):
                 self.forward(x)
             synchronize(self.device)
 
+        if self.runtime == "compile":
+            run()  # compiling for this shape is set-up, not latency, even with no warm-up runs
         return run
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            out = self.forward(images.to(device=self.device, dtype=self.dtype))
+            out = self.forward(images.to(device=self.device, dtype=self.dtype, memory_format=self.memory_format))
         if not isinstance(out, torch.Tensor):
             raise EffnetError("the model does not return a tensor of class scores, so accuracy cannot be measured")
         return out.float().cpu()

@@ -51,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", choices=list(REFERENCES), help="also measure that library's model, same weights")
     p.add_argument("--data", metavar="DIR", help="ImageFolder-style DIR/<class>/*.jpg: add top-1 accuracy")
     p.add_argument("--fuse", action="store_true", help="fold batch norms first for torch/compile (effnet.export)")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format for torch/compile")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs per candidate first (default: 10)")
     p.add_argument("--repeats", type=positive_int, default=50, help="timed runs per candidate (default: 50)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
@@ -76,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         repeats=args.repeats,
         fuse=args.fuse,
+        channels_last=args.channels_last,
         measure_memory=not args.no_memory,
         log=progress,
     )
@@ -83,6 +85,11 @@ def run(args: argparse.Namespace) -> int:
         print_json(report.to_dict())
     else:
         print(format_report(report))
+    if report.data_skipped:
+        measured = next((r.top1_images for r in report.results if r.top1_images), 0)
+        warn(f"{len(report.data_skipped)} unreadable images skipped; top-1 is over the other {measured}")
+        for line in report.data_skipped:
+            warn(line)
     failed = [r for r in report.results if r.error]
     for r in failed:
         warn(f"{r.model} ({r.runtime}, batch {r.batch_size}): {r.error}")
@@ -107,7 +114,7 @@ def format_report(report: BenchReport) -> str:
                 r.runtime,
                 r.precision,
                 str(r.batch_size),
-                str(r.img_size),
+                str(r.img_size) if r.img_size else "-",  # 0: never determined (the model failed to load)
                 _fmt(r.params, lambda v: f"{v / 1e6:.2f}M"),
                 _fmt(r.flops, lambda v: f"{v / 1e9:.3f}"),
                 _fmt(r.size_mb, lambda v: f"{v:.1f}"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from effnet.cli._common import positive_int, print_json, table
+from effnet.cli._common import positive_int, print_json, table, warn
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--img-size", type=positive_int, default=None)
     p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true", help="print JSON (top1, top5, loss, n, per_class, confusion)")
+    p.add_argument(
+        "--json", action="store_true", help="print JSON (top1, top5, loss, n, per_class, confusion, skipped)"
+    )
     p.set_defaults(run=run)
 
 
@@ -34,6 +36,10 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         img_size=args.img_size,
     )
+    for message in result.skipped[:5]:
+        warn(f"skipped {message}")
+    if result.skipped:
+        warn(f"{len(result.skipped)} unreadable images skipped; the results are over the other {result.n}")
     if args.json:
         print_json(result.to_dict())
         return 0

@@ -239,7 +239,7 @@ def _class_folders(folder: Path) -> list[str]:
         raise EffnetError(f"{folder}: empty folder (no class folders); {_EXPECTED_FOLDER}")
     if len(classes) == 1:
         hint = f" (for the ImageNet layout add {folder / 'val'}/<class>/)" if classes[0] == "train" else ""
-        raise EffnetError(f"{folder}: only one class folder ({classes[0]}/){hint}; training needs at least 2 classes")
+        raise EffnetError(f"{folder}: only one class folder ({classes[0]}/){hint}; there must be at least 2 classes")
     return classes
 
 

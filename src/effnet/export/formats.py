@@ -15,9 +15,10 @@ ONNX in ``metadata_props["effnet"]``, TorchScript and pt2 as the extra file ``ef
 
 from __future__ import annotations
 
+import inspect
 import json
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -35,6 +36,8 @@ EXTRA_FILE = "effnet.json"
 MAX_DYNAMIC_BATCH = 65536
 
 Runner = Callable[[torch.Tensor], list[torch.Tensor]]
+# torch.onnx.export grew `dynamo=` in 2.5 and made the new exporter the default in 2.9.
+_TORCHSCRIPT_EXPORTER = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
 
 
 @dataclass(frozen=True)
@@ -110,8 +113,8 @@ def short_message(exc: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _output_names(outputs: Sequence[torch.Tensor]) -> list[str]:
-    return ["output"] if len(outputs) == 1 else [f"output{i}" for i in range(len(outputs))]
+def _output_names(count: int) -> list[str]:
+    return ["output"] if count == 1 else [f"output{i}" for i in range(count)]
 
 
 def _write_onnx(
@@ -126,7 +129,7 @@ def _write_onnx(
 ) -> None:
     onnx = import_onnx()
     ort = import_onnxruntime()
-    names = _output_names([sample] * num_outputs)
+    names = _output_names(num_outputs)
     axes = {name: {0: "batch"} for name in ["input", *names]} if dynamic_batch else None
     raw = out.with_name(out.name + ".raw")
     try:
@@ -140,13 +143,17 @@ def _write_onnx(
                 model,
                 (sample,),
                 str(raw),
-                dynamo=False,
+                **_TORCHSCRIPT_EXPORTER,
                 opset_version=opset,
                 input_names=["input"],
                 output_names=names,
                 dynamic_axes=axes,
                 do_constant_folding=True,
             )
+    except (ValueError, RuntimeError, torch.onnx.errors.OnnxExporterError) as exc:
+        raw.unlink(missing_ok=True)
+        raise EffnetError(f"ONNX export (opset {opset}) failed: {short_message(exc)}") from exc
+    try:
         _spell_out_pad_values(onnx, raw)
         # The exporter writes constant padding as a small shape subgraph it cannot fold (a
         # Slice with step -1). ONNX Runtime's *basic* optimisations (constant folding, Pad
@@ -157,11 +164,16 @@ def _write_onnx(
         options.optimized_model_filepath = str(out)
         options.log_severity_level = 3
         ort.InferenceSession(str(raw), options, providers=["CPUExecutionProvider"])
-    except (ValueError, RuntimeError, torch.onnx.errors.OnnxExporterError) as exc:
-        raise EffnetError(f"ONNX export (opset {opset}) failed: {short_message(exc)}") from exc
+    except Exception as exc:  # ONNX Runtime's own exception types
+        raise EffnetError(f"ONNX Runtime could not load the exported graph: {short_message(exc)}") from exc
     finally:
         raw.unlink(missing_ok=True)
     proto = onnx.load(str(out))
+    # ONNX Runtime declares its private operator domains when saving; keep only those in use.
+    used = {node.domain for node in proto.graph.node} | {""}
+    kept = [imp for imp in proto.opset_import if imp.domain in used]
+    del proto.opset_import[:]
+    proto.opset_import.extend(kept)
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(metadata)

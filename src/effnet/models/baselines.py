@@ -19,7 +19,7 @@ import torchvision
 from torch import nn
 
 from effnet.errors import EffnetError
-from effnet.weights.specs import Preprocessing, WeightSpec, imagenet_categories
+from effnet.weights.specs import Preprocessing, WeightSpec, imagenet_categories, recorded_classes_and_preprocessing
 
 
 @dataclass(frozen=True)
@@ -117,15 +117,15 @@ def create_baseline(
             }
         else:
             ckpt = read_checkpoint(text)
-            meta.update({k: ckpt.metadata[k] for k in ("classes", "preprocessing") if k in ckpt.metadata})
+            meta.update(recorded_classes_and_preprocessing(ckpt.metadata, text))
             meta["weights"] = text
             arch = ckpt.metadata.get("arch")
             if isinstance(arch, dict) and arch.get("name") not in (None, name):
                 raise EffnetError(f"{text} holds weights for {arch.get('name')}, not {name}")
         tensors = ckpt.tensors
         head = f"{spec.classifier}.weight"
-        if head not in tensors:
-            raise EffnetError(f"{ckpt.path} is not a {name} checkpoint (no {head})")
+        if head not in tensors or tensors[head].dim() != 2:
+            raise EffnetError(f"{ckpt.path} is not a {name} checkpoint (no {head} matrix)")
         if tensors[head].shape[0] != model.num_classes:
             model.reset_classifier(int(tensors[head].shape[0]))
         try:

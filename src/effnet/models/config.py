@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -94,6 +95,10 @@ class EfficientNetConfig:
             problems.append(f"in_chans must be at least 1, got {self.in_chans}")
         if not self.stages:
             problems.append("a network needs at least one stage")
+        if min(self.stem_channels, self.head_channels, self.divisor) < 1:
+            problems.append("stem_channels, head_channels and divisor must be at least 1")
+        if not 0.0 <= self.se_ratio <= 1.0:
+            problems.append(f"se_ratio must be in [0, 1], got {self.se_ratio}")
         if problems:
             raise EffnetError(f"invalid config {self.name!r}: " + "; ".join(problems))
 
@@ -109,18 +114,70 @@ class EfficientNetConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EfficientNetConfig:
-        """Rebuild a config from :meth:`to_dict` output, rejecting unknown keys by name."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        """Rebuild a config from :meth:`to_dict` output, rejecting unknown keys and wrong types by name.
+
+        The data may come from an untrusted checkpoint, so every value's type is checked.
+        """
+        if not isinstance(data, dict):
+            raise EffnetError(f"an architecture config must be a mapping, got {type(data).__name__}")
+        known = {f.name: f.type for f in dataclasses.fields(cls)}
+        unknown = sorted(map(str, set(data) - set(known)))
         if unknown:
-            raise EffnetError(f"unknown architecture config keys: {', '.join(unknown)}")
+            raise EffnetError(f"unknown architecture config keys: {', '.join(map(_brief, unknown))}")
+        required = [f.name for f in dataclasses.fields(cls) if f.default is f.default_factory is dataclasses.MISSING]
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise EffnetError(f"architecture config lacks {', '.join(missing)}")
         values = dict(data)
+        for key, value in values.items():
+            kind = _FIELD_KINDS.get(known[key])
+            if kind is not None and not _is_kind(value, kind):
+                raise EffnetError(f"architecture config {key} must be {kind.__name__}, got {_brief(value)}")
+        if not (values["name"].isprintable() and 0 < len(values["name"]) <= 100):  # it appears in messages
+            raise EffnetError(f"architecture config name must be a short printable text, got {_brief(values['name'])}")
         if "stages" in values:
-            try:
-                values["stages"] = tuple(StageSpec(**s) for s in values["stages"])
-            except TypeError as exc:
-                raise EffnetError(f"invalid stage in architecture config: {exc}") from None
+            stages = values["stages"]
+            if not isinstance(stages, list | tuple) or not all(_is_stage(s) for s in stages):
+                raise EffnetError(
+                    "invalid stages in architecture config: expected a list of {kernel, stride, expand, "
+                    "out_channels, repeats} with whole numbers of at least 1"
+                )
+            values["stages"] = tuple(StageSpec(**s) for s in stages)
         return cls(**values)
+
+
+# The types JSON can carry for each annotated field of EfficientNetConfig (annotations are strings here).
+_FIELD_KINDS: dict[Any, type] = {
+    "str": str,
+    "float": float,
+    "int": int,
+    "bool": bool,
+    "Activation": str,
+    "Padding": str,
+}
+
+
+def _brief(value: Any) -> str:
+    """A value from an untrusted file, fit for a one-line message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_kind(value: Any, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _is_stage(data: Any) -> bool:
+    fields = {f.name for f in dataclasses.fields(StageSpec)}
+    return (
+        isinstance(data, dict)
+        and set(data) == fields
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in data.values())
+    )
 
 
 @dataclass(frozen=True)

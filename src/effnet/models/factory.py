@@ -14,7 +14,13 @@ from effnet.models.config import MODEL_CONFIGS, EfficientNetConfig, get_config
 from effnet.models.efficientnet import EfficientNet
 from effnet.weights.formats import Converted, convert
 from effnet.weights.io import read_checkpoint, read_metadata
-from effnet.weights.specs import Preprocessing, find_weight_spec, get_weight_spec, imagenet_categories
+from effnet.weights.specs import (
+    Preprocessing,
+    find_weight_spec,
+    get_weight_spec,
+    imagenet_categories,
+    recorded_classes_and_preprocessing,
+)
 
 
 def list_models(pattern: str | None = None, baselines: bool = False) -> list[str]:
@@ -142,9 +148,7 @@ def _resolve_weights(
     new_config, converted = convert(ckpt, config)
     if not meta:
         meta = {"weights": str(path)}
-        for key in ("classes", "preprocessing"):
-            if key in ckpt.metadata:
-                meta[key] = ckpt.metadata[key]
+        meta.update(recorded_classes_and_preprocessing(ckpt.metadata, path))
         if "classes" not in meta and converted.num_classes == 1000:
             meta["classes"] = list(imagenet_categories())
     meta["source_format"] = converted.source_format

@@ -13,6 +13,7 @@ state is written last and is the commit point; each epoch's randomness is derive
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -158,10 +159,17 @@ def _read_metrics(path: Path, upto_epoch: int) -> list[dict]:
 
 
 def _append_line(path: Path, row: dict) -> None:
-    with open(path, "a") as fh:
-        fh.write(json.dumps(row) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    """Append one line; a line cut short by a crash or a full disk is dropped by :func:`_read_metrics`."""
+    try:
+        with open(path, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        reason = "no space left on the device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        raise EffnetError(
+            f"could not write {path}: {reason}; the last complete epoch is kept (continue with --resume)"
+        ) from None
 
 
 def train(config: TrainConfig | dict | str | os.PathLike[str], **overrides: Any) -> TrainResult:
@@ -208,7 +216,8 @@ class _Trainer:
     def _check_run_dir(self) -> None:
         cfg = self.cfg
         existing = (self.run_dir / "last.safetensors").exists() or self.state_path.exists()
-        if cfg.resume and not self.state_path.exists():
+        started = (self.run_dir / "config.yaml").exists()  # written when a run begins its first epoch
+        if cfg.resume and not self.state_path.exists() and not started:
             raise EffnetError(f"nothing to resume in {self.run_dir} (no {STATE_FILE}); start without --resume")
         if not cfg.resume and existing:
             raise EffnetError(
@@ -333,6 +342,10 @@ class _Trainer:
         }
 
     def _resume(self) -> None:
+        if not self.state_path.exists():
+            # The run was stopped before its first epoch was committed: resuming is starting over.
+            self.log(f"no epoch of the run in {self.run_dir} was completed; starting it from the beginning")
+            return
         state = load_state(self.state_path)
         if state.get("classes") != self.classes:
             raise EffnetError(f"the data's classes differ from those of the run in {self.run_dir}; cannot resume")
@@ -357,6 +370,8 @@ class _Trainer:
         history = _read_metrics(self.run_dir / "metrics.jsonl", self.start_epoch) if self.main else []
         if self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            for stale in self.run_dir.glob(".*.tmp"):  # atomic_write's leftovers from a killed run (we hold the lock)
+                stale.unlink(missing_ok=True)
             write_text(self.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             # Drop lines of epochs that will be trained again (a crash after the metrics, before the state).
             write_text(self.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
@@ -364,6 +379,9 @@ class _Trainer:
         started = time.monotonic()
         backbone_on = not (cfg.freeze_backbone and (cfg.unfreeze_at is None or self.start_epoch < cfg.unfreeze_at))
         self._wrap(backbone_on)
+        epoch = self.start_epoch
+        # Ctrl-C and out-of-memory are handled for the whole loop: in training, validation, saving
+        # and between epochs alike.
         try:
             for epoch in range(self.start_epoch, cfg.epochs):
                 if cfg.freeze_backbone and cfg.unfreeze_at is not None and epoch == cfg.unfreeze_at:
@@ -377,6 +395,11 @@ class _Trainer:
                         if key != "epoch" and isinstance(value, int | float):
                             writer.add_scalar(key, value, epoch)
                     writer.flush()
+        except KeyboardInterrupt:
+            self._save_interrupted(epoch)
+            raise
+        except torch.cuda.OutOfMemoryError:  # torch.OutOfMemoryError since torch 2.5
+            raise EffnetError(_out_of_memory_message(cfg.batch_size, self.device)) from None
         finally:
             if writer is not None:
                 writer.close()
@@ -404,6 +427,20 @@ class _Trainer:
             self.log("warning: tensorboard is not installed; no event files (pip install tensorboard)")
             return None
         return SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.start_epoch or None)
+
+    def _save_interrupted(self, epoch: int) -> None:
+        """Ctrl-C: keep the weights so far beside the last complete epoch's checkpoint."""
+        if not self.main:
+            return
+        path = write_checkpoint(
+            self.run_dir / "interrupted.safetensors",
+            self._eval_model().state_dict(),
+            self._metadata(epoch, {"interrupted": True}),
+        )
+        self.log(
+            f"interrupted in epoch {epoch}: weights so far saved to {path}; the last complete epoch is in "
+            f"{self.run_dir / 'last.safetensors'} (continue with --resume)"
+        )
 
     def _epoch(self, epoch: int, backbone_on: bool) -> dict:
         cfg, info = self.cfg, self.info
@@ -462,23 +499,6 @@ class _Trainer:
                         refresh=False,
                     )
                     bar.update(1)
-        except KeyboardInterrupt:
-            if self.main:
-                path = write_checkpoint(
-                    self.run_dir / "interrupted.safetensors",
-                    self._eval_model().state_dict(),
-                    self._metadata(epoch, {"interrupted": True}),
-                )
-                self.log(
-                    f"interrupted in epoch {epoch}: weights so far saved to {path}; the last complete epoch is in "
-                    f"{self.run_dir / 'last.safetensors'} (continue with --resume)"
-                )
-            raise
-        except torch.OutOfMemoryError:
-            smaller = max(1, cfg.batch_size // 2)
-            raise EffnetError(
-                f"out of memory at batch size {cfg.batch_size} on {self.device}; try --batch-size {smaller}"
-            ) from None
         finally:
             if bar is not None:
                 bar.close()
@@ -582,6 +602,12 @@ def _eval_transform(pre: Preprocessing) -> Any:
     from effnet.data.images import eval_transform
 
     return eval_transform(pre)
+
+
+def _out_of_memory_message(batch_size: int, device: torch.device) -> str:
+    if batch_size == 1:
+        return f"out of memory on {device} even at batch size 1; try a smaller --img-size or --amp bf16"
+    return f"out of memory at batch size {batch_size} on {device}; try --batch-size {batch_size // 2}"
 
 
 def _reduce_train_stats(loss_sum: float, correct: int, seen: int, info: D.DistInfo) -> tuple[float, float]:

@@ -27,7 +27,8 @@ def evaluate_checkpoint(
 
     Built-in datasets are evaluated on their test split, an ImageNet-layout folder on ``val/``,
     and a flat ``DIR/<class>/*`` folder or a CSV on every image in it. The data's class names
-    must be the checkpoint's (in any order).
+    must be the checkpoint's (in any order). Unreadable or missing images are left out and
+    listed in the result's ``skipped``.
     """
     from effnet.data.datasets import load_data
     from effnet.data.images import eval_transform
@@ -57,7 +58,9 @@ def evaluate_checkpoint(
         dataset = _Relabel(dataset, [classes.index(c) for c in data_classes])
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
     dev = resolve_device(device)
-    return evaluate(net.to(dev), loader, classes, dev)
+    result = evaluate(net.to(dev), loader, classes, dev)
+    result.skipped = list(splits.skipped)
+    return result
 
 
 class _Relabel:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,7 @@ class EvalResult:
     n: int
     per_class: list[dict]  # {"class": name, "accuracy": percent, "n": count}
     confusion: list[list[int]]  # rows: true class, columns: predicted class
+    skipped: list[str] = field(default_factory=list)  # one line per unreadable or missing file left out
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -19,7 +19,7 @@ import torch
 
 from effnet.errors import EffnetError
 from effnet.models.config import MODEL_CONFIGS, EfficientNetConfig, get_config
-from effnet.models.scaling import resolve_stages
+from effnet.models.scaling import head_channels, resolve_stages, stem_channels
 from effnet.weights.io import EFFNET_FORMAT, Checkpoint
 
 # Parts of one MBConv block in effnet's naming, in forward order.
@@ -280,7 +280,13 @@ def convert(ckpt: Checkpoint, config: EfficientNetConfig | None) -> tuple[Effici
     fmt = detect_format(ckpt)
     recorded = ckpt.metadata.get("arch")
     if fmt.name == EFFNET_FORMAT and isinstance(recorded, dict):
-        from_ckpt = EfficientNetConfig.from_dict(recorded)
+        try:
+            from_ckpt = EfficientNetConfig.from_dict(recorded)
+        except EffnetError as exc:
+            raise EffnetError(f"{ckpt.path} records an invalid architecture: {exc}") from None
+        too_large = _larger_than_tensors(from_ckpt, ckpt)
+        if too_large:
+            raise EffnetError(f"{ckpt.path} records an architecture its tensors cannot hold: {too_large}")
         if config is not None and _shape_fields(config) != _shape_fields(from_ckpt):
             raise EffnetError(
                 f"{ckpt.path} holds weights for {from_ckpt.name}, not {config.name}; "
@@ -317,6 +323,29 @@ def convert(ckpt: Checkpoint, config: EfficientNetConfig | None) -> tuple[Effici
         metadata=dict(ckpt.metadata),
     )
     return target, converted
+
+
+def _larger_than_tensors(config: EfficientNetConfig, ckpt: Checkpoint) -> str | None:
+    """Why ``ckpt`` cannot hold ``config``, judged from sizes alone before any layer is laid out.
+
+    An architecture record is read from the file: one claiming millions of channels or blocks
+    must be refused here, not while the model's shapes are computed. Every block has tensors of
+    its own and every channel count is a dimension of some tensor, so neither can exceed what
+    the file holds.
+    """
+    try:
+        stages = resolve_stages(config)
+        widths = [stem_channels(config), head_channels(config)]
+        widths += [c for s in stages for c in (s.in_channels * s.expand, s.out_channels, s.kernel)]
+        blocks = sum(s.repeats for s in stages)
+    except (OverflowError, ValueError):
+        return "sizes beyond any number"
+    largest = max((max(t.shape, default=1) for t in ckpt.tensors.values()), default=0)
+    if blocks > len(ckpt.tensors):
+        return f"{blocks} blocks but only {len(ckpt.tensors)} tensors"
+    if max(widths) > largest:
+        return f"{max(widths)} channels but no tensor dimension above {largest}"
+    return None
 
 
 def _shape_fields(config: EfficientNetConfig) -> tuple[Any, ...]:

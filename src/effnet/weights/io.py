@@ -14,7 +14,6 @@ import json
 import os
 import pickle
 import tempfile
-import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,7 +76,8 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
             return {}
         with safe_open(str(p), framework="pt", device="cpu") as fh:
             raw = (fh.metadata() or {}).get("effnet")
-        return json.loads(raw) if raw else {}
+        metadata = json.loads(raw) if raw else {}
+        return metadata if isinstance(metadata, dict) else {}
     except (SafetensorError, OSError, ValueError):
         return {}  # read_checkpoint will report the problem properly
 
@@ -96,7 +96,9 @@ def _read_safetensors(p: Path) -> Checkpoint:
         try:
             metadata = json.loads(raw_meta["effnet"])
         except json.JSONDecodeError:
-            raise EffnetError(f"checkpoint {p} has unreadable effnet metadata; it was not written by effnet") from None
+            metadata = None
+        if not isinstance(metadata, dict):
+            raise EffnetError(f"checkpoint {p} has unreadable effnet metadata; it was not written by effnet")
     else:
         metadata = {k: v for k, v in raw_meta.items()}
     return Checkpoint(tensors=tensors, metadata=metadata, path=str(p))
@@ -109,15 +111,19 @@ def _read_torch(p: Path) -> Checkpoint:
             obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         msg = str(exc)
-        if "weights_only" in msg or "Unsupported global" in msg or "not an allowed global" in msg:
+        if "global" in msg.lower():  # the weights-only unpickler refused to import a callable
             raise EffnetError(
                 f"refused to load {p}: it contains Python objects other than tensors, and unpickling "
                 "them could run arbitrary code; save a plain state_dict or safetensors file instead"
             ) from None
-        raise EffnetError(f"checkpoint {p} is corrupt or not a PyTorch checkpoint ({_short(exc)})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, TypeError) as exc:
+        detail = msg.split("WeightsUnpickler error:", 1)[-1]
         raise EffnetError(
-            f"checkpoint {p} is corrupt or truncated ({_short(exc)}); download or copy it again"
+            f"checkpoint {p} is corrupt or not a PyTorch checkpoint ({_short(detail)}); it may also hold Python "
+            "objects that effnet refuses to unpickle; save a plain state_dict or safetensors file"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - torch.load meets corrupt bytes with almost any exception type
+        raise EffnetError(
+            f"checkpoint {p} is corrupt or truncated ({type(exc).__name__}: {_short(exc)}); download or copy it again"
         ) from None
     metadata: dict[str, Any] = {}
     if isinstance(obj, Mapping):
@@ -155,21 +161,25 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], Any]) -> P
     failed write raises :class:`EffnetError` saying the previous file is intact.
     """
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    os.close(fd)
+    tmp = ""
     try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+        os.close(fd)
         write(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, p)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if exc.errno == errno.ENOSPC:
+    except (OSError, SafetensorError) as exc:  # safetensors reports its I/O errors as SafetensorError
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        if getattr(exc, "errno", None) == errno.ENOSPC or f"(os error {errno.ENOSPC})" in str(exc):
             raise EffnetError(f"no space left on the device while writing {p}; the previous file is intact") from None
-        raise EffnetError(f"could not write {p}: {exc.strerror or exc}; the previous file is intact") from None
+        reason = getattr(exc, "strerror", None) or _short(exc)
+        raise EffnetError(f"could not write {p}: {reason}; the previous file is intact") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
         raise
     return p
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -38,20 +39,58 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
+        """Rebuild from :meth:`to_dict` output; checkpoint metadata is untrusted, so every value is checked."""
+        if not isinstance(data, dict):
+            raise EffnetError(f"preprocessing must be a mapping, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(map(str, set(data) - known))
         if unknown:
-            raise EffnetError(f"unknown preprocessing keys: {', '.join(unknown)}")
+            raise EffnetError(f"unknown preprocessing keys: {', '.join(map(_brief, unknown))}")
         values = dict(data)
+        for key in ("input_size", "resize_size"):
+            value = values.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise EffnetError(f"preprocessing {key} must be a whole number of at least 1, got {_brief(value)}")
+        if values.get("interpolation", "bicubic") not in ("bilinear", "bicubic", "nearest"):
+            raise EffnetError(f"unknown preprocessing interpolation {_brief(values['interpolation'])}")
         for key in ("mean", "std"):
             if key in values:
-                values[key] = tuple(float(v) for v in values[key])
+                numbers = values[key]
+                finite = isinstance(numbers, list | tuple) and all(
+                    isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in numbers
+                )
+                if not (finite and len(numbers) == 3 and (key == "mean" or all(v > 0 for v in numbers))):
+                    raise EffnetError(f"preprocessing {key} must be 3 finite numbers, got {_brief(numbers)}")
+                values[key] = tuple(float(v) for v in numbers)
         return cls(**values)
 
     @classmethod
     def default_for(cls, resolution: int) -> Preprocessing:
         """ImageNet defaults for a model without named weights: crop 87.5% of the resized side."""
         return cls(input_size=resolution, resize_size=int(round(resolution / 0.875)))
+
+
+def _brief(value: Any) -> str:
+    """A value from an untrusted file, fit for a one-line message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def recorded_classes_and_preprocessing(metadata: dict[str, Any], path: Any) -> dict[str, Any]:
+    """The class names and preprocessing a checkpoint at ``path`` records, checked: its metadata is untrusted."""
+    out: dict[str, Any] = {}
+    if metadata.get("classes") is not None:
+        classes = metadata["classes"]
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise EffnetError(f"checkpoint {path} records invalid class names (expected a list of strings)")
+        out["classes"] = classes
+    if "preprocessing" in metadata:
+        try:
+            Preprocessing.from_dict(metadata["preprocessing"])
+        except EffnetError as exc:
+            raise EffnetError(f"checkpoint {path} records invalid preprocessing: {exc}") from None
+        out["preprocessing"] = metadata["preprocessing"]
+    return out
 
 
 @dataclass(frozen=True)
