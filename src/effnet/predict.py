@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from effnet.data.images import ImageError, eval_transform, find_images, load_image
-from effnet.errors import EffnetError
+from effnet.errors import EffnetError, out_of_memory_message
 from effnet.weights.specs import Preprocessing
 
 
@@ -86,7 +86,10 @@ def classify(
         if not pending:
             return
         batch = torch.stack([t for _, t in pending]).to(dev)
-        probs = model(batch).float().softmax(dim=1)
+        try:
+            probs = model(batch).float().softmax(dim=1)
+        except torch.cuda.OutOfMemoryError:  # torch.OutOfMemoryError since torch 2.5
+            raise EffnetError(out_of_memory_message(len(pending), dev)) from None
         k = min(topk, probs.shape[1])
         top_p, top_i = probs.topk(k, dim=1)
         for (result, _), ps, ix in zip(pending, top_p.tolist(), top_i.tolist(), strict=True):

@@ -111,3 +111,15 @@ def test_installed_console_script_runs_without_traceback(tmp_path):
     assert proc.returncode == 1
     assert json.loads(proc.stdout)[0]["error"].endswith("empty file (0 bytes)")
     assert "Traceback" not in proc.stderr
+
+
+def test_out_of_memory_names_the_batch_size(capsys, monkeypatch, sample_photos):
+    # No GPU in CI: simulate the CUDA allocator failing inside the forward pass.
+    def no_memory(self, x):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(effnet.EfficientNet, "forward", no_memory)
+    photos = [str(p) for p in sample_photos.values()]
+    code, _, err = run_cli(capsys, "predict", *photos, "--batch-size", "2")
+    assert code == 1 and err.count("\n") == 1
+    assert "out of memory at batch size 2" in err and "--batch-size 1" in err

@@ -49,7 +49,7 @@ TABLE_COLUMNS = [
     ("source", "text src"),
     ("params", "num"),
     ("FLOPs", "num"),
-    ("size (MB)", "num"),
+    ("size (MiB)", "num"),
     ("top-1 (%)", "num"),
     ("latency (ms)", "num"),
     ("img/s", "num"),
@@ -175,7 +175,7 @@ def _pareto_section(rows: list[ModelRow], latency: ParetoView, size: ParetoView)
     parts = []
     for view, what, x_label in (
         (latency, "latency", "latency (ms, median)"),
-        (size, "size", "size (MB)"),
+        (size, "size", "size (MiB)"),
     ):
         title = f"Top-1 accuracy vs {what}"
         plot = pareto_plot(rows, view, x_label, title)

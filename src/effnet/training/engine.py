@@ -34,7 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from effnet.errors import EffnetError
+from effnet.errors import EffnetError, out_of_memory_message
 from effnet.models.factory import create_model
 from effnet.predict import resolve_device
 from effnet.training import distributed as D
@@ -399,7 +399,7 @@ class _Trainer:
             self._save_interrupted(epoch)
             raise
         except torch.cuda.OutOfMemoryError:  # torch.OutOfMemoryError since torch 2.5
-            raise EffnetError(_out_of_memory_message(cfg.batch_size, self.device)) from None
+            raise EffnetError(out_of_memory_message(cfg.batch_size, self.device)) from None
         finally:
             if writer is not None:
                 writer.close()
@@ -571,7 +571,7 @@ class _Trainer:
             "model": self.cfg.model,
             "params": count_params(model),
             "flops": flops,
-            "size_mb": best.stat().st_size / 1e6 if best.exists() else None,
+            "size_mb": best.stat().st_size / 2**20 if best.exists() else None,  # MiB, as effnet bench
             "best_val_top1": result.best_top1,
             "best_epoch": result.best_epoch,
             "epochs": self.cfg.epochs,
@@ -602,12 +602,6 @@ def _eval_transform(pre: Preprocessing) -> Any:
     from effnet.data.images import eval_transform
 
     return eval_transform(pre)
-
-
-def _out_of_memory_message(batch_size: int, device: torch.device) -> str:
-    if batch_size == 1:
-        return f"out of memory on {device} even at batch size 1; try a smaller --img-size or --amp bf16"
-    return f"out of memory at batch size {batch_size} on {device}; try --batch-size {batch_size // 2}"
 
 
 def _reduce_train_stats(loss_sum: float, correct: int, seen: int, info: D.DistInfo) -> tuple[float, float]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 
+import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
-from effnet.errors import EffnetError
+from effnet.errors import EffnetError, out_of_memory_message
 from effnet.models.factory import create_model
 from effnet.predict import resolve_device
 from effnet.training.evaluate import EvalResult, evaluate
@@ -58,7 +59,10 @@ def evaluate_checkpoint(
         dataset = _Relabel(dataset, [classes.index(c) for c in data_classes])
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
     dev = resolve_device(device)
-    result = evaluate(net.to(dev), loader, classes, dev)
+    try:
+        result = evaluate(net.to(dev), loader, classes, dev)
+    except torch.cuda.OutOfMemoryError:  # torch.OutOfMemoryError since torch 2.5
+        raise EffnetError(out_of_memory_message(batch_size, dev)) from None
     result.skipped = list(splits.skipped)
     return result
 
