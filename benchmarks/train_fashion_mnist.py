@@ -5,7 +5,7 @@ recipe) and prints one markdown row per model: test top-1 on the official 10k te
 the subset's share of it), parameters, FLOPs at the training size, and training images/s.
 
     python benchmarks/train_fashion_mnist.py --models efficientnet_b0 resnet18 resnet50 \\
-        --subset 10000 --epochs 3 --img-size 32 --out runs/bench-scratch
+        --subset 20000 --epochs 2 --img-size 64 --out runs/bench-scratch
     python benchmarks/train_fashion_mnist.py --models efficientnet_lite0 --weights imagenet \\
         --subset 4000 --epochs 2 --img-size 64 --out runs/bench-finetune
 """
@@ -33,6 +33,8 @@ def main() -> None:
     parser.add_argument("--img-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--crop-pct", type=float, default=1.0, help="eval crop; 1 keeps the garments' edges")
+    parser.add_argument("--crop-scale", type=float, nargs=2, default=[0.6, 1.0], help="training crops' area range")
     parser.add_argument("--amp", default="off")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=0)
@@ -55,7 +57,8 @@ def main() -> None:
                 "lr": args.lr,
                 "amp": args.amp,
                 "augment": "flip",
-                "crop_scale": (0.6, 1.0),
+                "crop_scale": tuple(args.crop_scale),
+                "crop_pct": args.crop_pct,
                 "warmup_epochs": 0.2,
                 "workers": args.workers,
                 "device": args.device,

@@ -103,3 +103,25 @@ def test_unreadable_images_are_counted_or_strict(capsys, tmp_path, folder):
     )
     err = capsys.readouterr().err
     assert "broken.jpg" in err and err.count("\n") == 1
+
+
+def test_preprocessing_overrides_travel_with_the_checkpoint(capsys, tmp_path, folder):
+    run = tmp_path / "run"
+    args = ["train", "--data", str(folder), "--out", str(run), "--epochs", "1", "--batch-size", "8", *COMMON]
+    args += ["--crop-pct", "1", "--interpolation", "bilinear", "--mean", "0.2", "0.3", "0.4", "--std", "1", "1", "1"]
+    assert main(args) == 0, capsys.readouterr().err
+    import effnet
+
+    pre = effnet.create_model(weights=run / "best.safetensors").pretrained_meta["preprocessing"]
+    assert pre == {
+        "input_size": 32,
+        "resize_size": 32,
+        "interpolation": "bilinear",
+        "mean": [0.2, 0.3, 0.4],
+        "std": [1.0, 1.0, 1.0],
+    }
+    capsys.readouterr()
+    assert main(["train", "--data", str(folder), "--out", str(tmp_path / "bad"), "--crop-pct", "0", *COMMON]) == 1
+    err = capsys.readouterr().err
+    assert "crop_pct must be in (0, 1]" in err and err.count("\n") == 1
+    assert not (tmp_path / "bad").exists()

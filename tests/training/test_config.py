@@ -67,6 +67,9 @@ def test_non_mapping_yaml(tmp_path):
         ({"freeze_backbone": True, "unfreeze_at": 20}, "unfreeze_at must be an epoch"),
         ({"lr": -1.0}, "lr must be positive"),
         ({"data": ""}, "--data is required"),
+        ({"crop_pct": 1.2}, "crop_pct must be in"),
+        ({"std": [1, 0, 1]}, "std must be positive"),
+        ({"interpolation": "lanczos"}, "interpolation must be one of"),
     ],
 )
 def test_out_of_range_options(changes, message):
@@ -75,7 +78,7 @@ def test_out_of_range_options(changes, message):
 
 
 def test_round_trip():
-    cfg = TrainConfig(data="d", out="o", amp="bf16", crop_scale=(0.3, 0.9))
+    cfg = TrainConfig(data="d", out="o", amp="bf16", crop_scale=(0.3, 0.9), crop_pct=1.0, mean=(0.1, 0.2, 0.3))
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
 
 

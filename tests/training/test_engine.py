@@ -167,3 +167,44 @@ def test_resnet_baseline_through_the_same_engine(image_folder, tmp_path):
     model = effnet.create_model(weights=tmp_path / "run" / "best.safetensors")
     assert type(model).__name__ == "EffnetResNet" and model.num_classes == 3
     assert result.history[0]["train_top1"] >= 0
+
+
+def test_compiled_training_saves_plain_checkpoints_and_resumes(image_folder, tmp_path, monkeypatch):
+    """``compile=True`` goes through torch.compile; checkpoints hold the plain module's keys.
+
+    Inductor's C++ build takes minutes on 2 cores, so the graph is captured by Dynamo and run by
+    its eager backend: the wrapping, re-wrapping at unfreezing, saving and resuming are the same.
+    """
+    recipe = dict(epochs=2, freeze_backbone=True, unfreeze_at=1, lr=3e-3)
+    effnet.train(tiny_recipe(image_folder, tmp_path / "plain", **recipe))
+
+    calls = []
+    real_compile = torch.compile
+
+    def eager_compile(model, **kwargs):
+        calls.append(type(model).__name__)
+        return real_compile(model, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    original_step = engine._Trainer._step
+    steps = {"n": 0}
+
+    def step_then_interrupt(self):
+        steps["n"] += 1
+        if steps["n"] == 3:  # the first step of the second epoch
+            raise KeyboardInterrupt
+        original_step(self)
+
+    monkeypatch.setattr(engine._Trainer, "_step", step_then_interrupt)
+    run = tmp_path / "compiled"
+    with pytest.raises(KeyboardInterrupt):
+        effnet.train(tiny_recipe(image_folder, run, compile=True, **recipe))
+    monkeypatch.setattr(engine._Trainer, "_step", original_step)
+    effnet.train(tiny_recipe(image_folder, run, compile=True, resume=True, **recipe))
+
+    assert calls and set(calls) == {"EfficientNet"}
+    plain, compiled = weights_of(tmp_path / "plain"), weights_of(run)
+    assert plain.keys() == compiled.keys() and not any("_orig_mod" in k for k in compiled)
+    for key in plain:
+        assert torch.allclose(plain[key], compiled[key], atol=1e-5), key
+    assert effnet.create_model(weights=run / "best.safetensors").num_classes == 3

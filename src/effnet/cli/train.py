@@ -21,6 +21,11 @@ _FLAGS: list[tuple[str, dict]] = [
     ("--epochs", {"type": positive_int, "help": "default 10"}),
     ("--batch-size", {"type": positive_int, "help": "per process (default 64)"}),
     ("--img-size", {"type": positive_int, "help": "input size (default: the weights' or the model's)"}),
+    ("--crop-pct", {"type": float, "help": "eval centre crop, fraction of the resized side (default: the weights')"}),
+    ("--interpolation", {"choices": ["bilinear", "bicubic", "nearest"], "help": "resize filter (default: weights')"}),
+    ("--mean", {"type": float, "nargs": 3, "help": "normalisation mean, 3 numbers (default: the weights')"}),
+    ("--std", {"type": float, "nargs": 3, "help": "normalisation std, 3 numbers (default: the weights')"}),
+    ("--crop-scale", {"type": float, "nargs": 2, "help": "RandomResizedCrop area range (default 0.25 1)"}),
     ("--lr", {"type": float, "help": "peak learning rate (default per optimizer)"}),
     ("--optimizer", {"choices": ["sgd", "adamw", "rmsprop"], "help": "default adamw"}),
     ("--weight-decay", {"type": float}),
@@ -46,7 +51,7 @@ _FLAGS: list[tuple[str, dict]] = [
 ]
 _SWITCHES = [
     ("--ema", "keep an EMA of the weights"),
-    ("--channels-last", "channels-last memory format"),
+    ("--channels-last", "channels-last memory format (default: on for CPU training)"),
     ("--compile", "torch.compile the model"),
     ("--freeze-backbone", "train only the new head (until --unfreeze-at)"),
     ("--freeze-bn", "freeze BatchNorm statistics (default: on when fine-tuning)"),

@@ -42,7 +42,7 @@ from effnet.training.config import TrainConfig, resolve_config
 from effnet.training.evaluate import EvalResult, evaluate
 from effnet.training.schedule import warmup_cosine
 from effnet.training.state import STATE_FILE, RunLock, load_state, save_state, write_json, write_text
-from effnet.training.transforms import batch_mixer, resized, train_transform
+from effnet.training.transforms import batch_mixer, override_preprocessing, resized, train_transform
 from effnet.weights.io import write_checkpoint
 from effnet.weights.specs import Preprocessing
 
@@ -243,7 +243,9 @@ class _Trainer:
         # The model first (without data) to learn its preprocessing; then the data; then the head.
         probe = create_model(cfg.model, weights=cfg.weights, drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path)
         pre = Preprocessing.from_dict(probe.pretrained_meta["preprocessing"])
-        self.preprocessing = resized(pre, cfg.img_size)
+        self.preprocessing = override_preprocessing(
+            resized(pre, cfg.img_size), cfg.crop_pct, cfg.interpolation, cfg.mean, cfg.std
+        )
         self.data = load_data(
             cfg.data,
             data_dir=cfg.data_dir,
@@ -270,7 +272,8 @@ class _Trainer:
         if cfg.sync_bn and info.enabled:
             model = D.convert_sync_batchnorm(model, self.device.type)
         model.to(self.device)
-        if cfg.channels_last:
+        self.channels_last = cfg.channels_last if cfg.channels_last is not None else self.device.type == "cpu"
+        if self.channels_last:
             model.to(memory_format=torch.channels_last)
         self.model = model
         self.optimizer = build_optimizer(model, cfg, self.fine_tuning, info.world_size)
@@ -460,7 +463,7 @@ class _Trainer:
             for images, targets in self.train_loader:
                 images = images.to(self.device, non_blocking=True)
                 targets = targets.to(self.device, non_blocking=True)
-                if cfg.channels_last:
+                if self.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 hard = targets
                 soft = None
@@ -519,7 +522,7 @@ class _Trainer:
         evaluated: EvalResult | None = None
         if self.main and self.val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or last_epoch):
             evaluated = evaluate(
-                self._eval_model(), self.val_loader, self.classes, self.device, self.amp_dtype, cfg.channels_last
+                self._eval_model(), self.val_loader, self.classes, self.device, self.amp_dtype, self.channels_last
             )
             row.update(val_loss=evaluated.loss, val_top1=evaluated.top1, val_top5=evaluated.top5)
         if self.main:

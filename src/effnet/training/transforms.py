@@ -26,6 +26,28 @@ def resized(pre: Preprocessing, img_size: int | None) -> Preprocessing:
     return Preprocessing(img_size, int(round(img_size / ratio)), pre.interpolation, pre.mean, pre.std)
 
 
+def override_preprocessing(
+    pre: Preprocessing,
+    crop_pct: float | None = None,
+    interpolation: str | None = None,
+    mean: tuple[float, float, float] | None = None,
+    std: tuple[float, float, float] | None = None,
+) -> Preprocessing:
+    """``pre`` with the user's overrides; ``crop_pct`` sets the resize side to ``input_size / crop_pct``.
+
+    Fashion-MNIST-like images fill their frame, so ``crop_pct=1`` (no centre crop) keeps the
+    edges that ImageNet's 87.5% crop would cut away.
+    """
+    resize = pre.resize_size if crop_pct is None else max(pre.input_size, int(round(pre.input_size / crop_pct)))
+    return Preprocessing(
+        pre.input_size,
+        resize,
+        interpolation or pre.interpolation,
+        tuple(mean) if mean is not None else pre.mean,
+        tuple(std) if std is not None else pre.std,
+    )
+
+
 def train_transform(pre: Preprocessing, augment: str, crop_scale: tuple[float, float]) -> Callable:
     """PIL image -> normalised float tensor with the chosen augmentation.
 
