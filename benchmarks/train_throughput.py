@@ -31,19 +31,24 @@ from torch import nn
 import effnet
 
 
-def build(spec: str, num_classes: int) -> nn.Module:
-    """``library:name`` -> a freshly initialised model (weights do not change the speed)."""
+def build(spec: str, num_classes: int, drop_path: float) -> nn.Module:
+    """``library:name`` -> a freshly initialised model (weights do not change the speed).
+
+    Stochastic depth costs time in training, and the libraries' defaults differ (timm 0,
+    torchvision and effnet 0.2 for B0), so every model gets the same ``drop_path``.
+    """
     library, _, name = spec.partition(":")
     if library == "effnet":
-        return effnet.create_model(name, num_classes=num_classes)
+        return effnet.create_model(name, num_classes=num_classes, drop_path_rate=drop_path)
     if library == "timm":
         import timm
 
-        return timm.create_model(name, num_classes=num_classes)
+        return timm.create_model(name, num_classes=num_classes, drop_path_rate=drop_path)
     if library == "torchvision":
         import torchvision
 
-        return torchvision.models.get_model(name, num_classes=num_classes)
+        extra = {"stochastic_depth_prob": drop_path} if name.startswith("efficientnet") else {}
+        return torchvision.models.get_model(name, num_classes=num_classes, **extra)
     raise SystemExit(f"unknown library {library!r} in {spec!r}: use effnet:, timm: or torchvision:")
 
 
@@ -85,6 +90,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--amp", choices=["off", "fp16", "bf16"], default="bf16")
     parser.add_argument("--memory-format", choices=["contiguous", "channels_last", "both"], default="channels_last")
+    parser.add_argument("--drop-path", type=float, default=0.2, help="stochastic depth for every model")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model (Inductor)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps per model before the rounds")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per model per round")
@@ -111,7 +117,7 @@ def main() -> None:
     candidates = [(spec, fmt) for spec in args.models for fmt in formats]
     steps, params, peaks = {}, {}, {}
     for spec, fmt in candidates:
-        model = build(spec, 1000)
+        model = build(spec, 1000, args.drop_path)
         params[spec] = sum(p.numel() for p in model.parameters())
         steps[spec, fmt] = make_step(model, device, amp, fmt == "channels_last", args.compile)
         if device.type == "cuda":
@@ -136,7 +142,8 @@ def main() -> None:
     hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(
         f"# {hardware}; torch {torch.__version__}; {torch.get_num_threads()} CPU threads; batch {args.batch_size}, "
-        f"{args.img_size} px, amp {args.amp}, compile {args.compile}; {args.rounds} rounds x {args.steps} steps"
+        f"{args.img_size} px, amp {args.amp}, drop-path {args.drop_path}, compile {args.compile}; "
+        f"{args.rounds} rounds x {args.steps} steps"
     )
     print("| model | memory format | params | train img/s (median) | min | max | peak MiB | vs reference | vs NCHW |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")

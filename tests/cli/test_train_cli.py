@@ -123,5 +123,13 @@ def test_preprocessing_overrides_travel_with_the_checkpoint(capsys, tmp_path, fo
     capsys.readouterr()
     assert main(["train", "--data", str(folder), "--out", str(tmp_path / "bad"), "--crop-pct", "0", *COMMON]) == 1
     err = capsys.readouterr().err
-    assert "crop_pct must be in (0, 1]" in err and err.count("\n") == 1
+    assert "crop_pct must be in [0.1, 1]" in err and err.count("\n") == 1
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "bench", "export", "demo"])
+def test_huge_image_size_flag_is_refused_before_any_work(capsys, tmp_path, command):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--img-size", "30000"])
+    assert exit_info.value.code == 2
+    assert "expected at most 2048 pixels, got 30000" in capsys.readouterr().err

@@ -201,6 +201,7 @@ _META_PLACES += [f"arch.stages.{i}.{k}" for i in (0, 3) for k in _TINY_META["arc
 @example(place="arch", value={})  # no name: found by this test
 @example(place="arch.stages", value=[])
 @example(place="preprocessing.mean", value=[0.5, 0.5])
+@example(place="preprocessing.input_size", value=30000)  # would exhaust memory at the first image
 def test_hostile_effnet_metadata_is_an_effnet_error(tmp_path, place, value):
     """An effnet checkpoint whose metadata was edited: it loads with usable metadata, or fails in one line."""
     meta = json.loads(json.dumps(_TINY_META))
@@ -222,3 +223,12 @@ def test_hostile_effnet_metadata_is_an_effnet_error(tmp_path, place, value):
         classes = model.pretrained_meta["classes"]
         assert all(isinstance(c, str) for c in classes) and len(classes) == model.num_classes
         Preprocessing.from_dict(model.pretrained_meta["preprocessing"])
+
+
+def test_checkpoint_asking_for_a_huge_input_is_refused(tmp_path):
+    meta = json.loads(json.dumps(_TINY_META))
+    meta["preprocessing"]["input_size"] = 30000  # about 10 GB for one image's float tensor alone
+    path = tmp_path / "huge.safetensors"
+    path.write_bytes(_safetensors_bytes(_TINY_TENSORS, {"effnet": json.dumps(meta)}))
+    with pytest.raises(effnet.EffnetError, match=r"input_size must be at most 2048 pixels, got 30000"):
+        effnet.create_model(weights=path)

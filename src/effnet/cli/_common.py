@@ -18,6 +18,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def image_size(text: str) -> int:
+    """An input side in pixels: a whole number from 1 to :data:`MAX_INPUT_SIZE`."""
+    from effnet.weights.specs import MAX_INPUT_SIZE
+
+    value = positive_int(text)
+    if value > MAX_INPUT_SIZE:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_INPUT_SIZE} pixels, got {value}")
+    return value
+
+
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2)
     sys.stdout.write("\n")

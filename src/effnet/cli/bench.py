@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from effnet.bench import PRECISIONS, REFERENCES, RUNTIMES, BenchReport, benchmark
-from effnet.cli._common import positive_int, print_json, table, warn
+from effnet.cli._common import image_size, positive_int, print_json, table, warn
 
 
 def _int_list(text: str) -> list[int]:
@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--threads", type=positive_int, help="intra-op threads for PyTorch and ONNX Runtime")
     p.add_argument("--batch-sizes", type=_int_list, default=[1], help="comma-separated, e.g. 1,8,64 (default: 1)")
-    p.add_argument("--img-size", type=positive_int, help="square input side (default: each model's own)")
+    p.add_argument("--img-size", type=image_size, help="square input side (default: each model's own)")
     p.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="PyTorch runtimes only")
     p.add_argument(
         "--runtime",

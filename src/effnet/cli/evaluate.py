@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from effnet.cli._common import positive_int, print_json, table, warn
+from effnet.cli._common import image_size, positive_int, print_json, table, warn
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", default=None, help="where a built-in dataset's files are")
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--img-size", type=positive_int, default=None)
+    p.add_argument("--img-size", type=image_size, default=None)
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--json", action="store_true", help="print JSON (top1, top5, loss, n, per_class, confusion, skipped)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from effnet.cli._common import positive_int, print_json, warn
+from effnet.cli._common import image_size, positive_int, print_json, warn
 from effnet.errors import EffnetError
 from effnet.export import DEFAULT_OPSET, FORMATS, export_model, load_model
 from effnet.models.factory import create_model
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="the architecture, when --weights is a tag such as imagenet")
     p.add_argument("--format", choices=list(FORMATS), help="default: from the --out suffix (.onnx, .pt, .pt2)")
     p.add_argument("--out", required=True, metavar="FILE", help="where to write the file")
-    p.add_argument("--img-size", type=positive_int, help="input side the file is made for (default: the model's)")
+    p.add_argument("--img-size", type=image_size, help="input side the file is made for (default: the model's)")
     p.add_argument("--batch-size", type=positive_int, default=1, help="batch of the example input (default: 1)")
     p.add_argument("--dynamic-batch", action="store_true", help="accept any batch size (checked at two)")
     p.add_argument("--opset", type=positive_int, default=DEFAULT_OPSET, help=f"ONNX opset (default: {DEFAULT_OPSET})")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from effnet.cli._common import positive_int
+from effnet.cli._common import image_size, positive_int
 from effnet.training.config import TrainConfig
 
 # Flags that map one-to-one onto TrainConfig fields. Defaults are None so a YAML file's values
@@ -20,7 +20,7 @@ _FLAGS: list[tuple[str, dict]] = [
     ("--subset", {"type": positive_int, "help": "use at most this many training images"}),
     ("--epochs", {"type": positive_int, "help": "default 10"}),
     ("--batch-size", {"type": positive_int, "help": "per process (default 64)"}),
-    ("--img-size", {"type": positive_int, "help": "input size (default: the weights' or the model's)"}),
+    ("--img-size", {"type": image_size, "help": "input size (default: the weights' or the model's)"}),
     ("--crop-pct", {"type": float, "help": "eval centre crop, fraction of the resized side (default: the weights')"}),
     ("--interpolation", {"choices": ["bilinear", "bicubic", "nearest"], "help": "resize filter (default: weights')"}),
     ("--mean", {"type": float, "nargs": 3, "help": "normalisation mean, 3 numbers (default: the weights')"}),

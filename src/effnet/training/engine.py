@@ -246,6 +246,7 @@ class _Trainer:
         self.preprocessing = override_preprocessing(
             resized(pre, cfg.img_size), cfg.crop_pct, cfg.interpolation, cfg.mean, cfg.std
         )
+        Preprocessing.from_dict(self.preprocessing.to_dict())  # the checks a checkpoint's metadata must pass
         self.data = load_data(
             cfg.data,
             data_dir=cfg.data_dir,

@@ -22,6 +22,10 @@ from effnet.models.config import MODEL_CONFIGS, normalize_name
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 Interpolation = Literal["bilinear", "bicubic", "nearest"]
+# The largest input side effnet accepts from a flag, a recipe or a checkpoint's metadata (B7 uses
+# 600 px). One 2048 px image already needs about a gigabyte of activations in B0; a file that
+# asked for 30,000 px would exhaust the memory before any check could run.
+MAX_INPUT_SIZE = 2048
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,9 @@ class Preprocessing:
             value = values.get(key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise EffnetError(f"preprocessing {key} must be a whole number of at least 1, got {_brief(value)}")
+            limit = MAX_INPUT_SIZE if key == "input_size" else 2 * MAX_INPUT_SIZE
+            if value > limit:
+                raise EffnetError(f"preprocessing {key} must be at most {limit} pixels, got {value}")
         if values.get("interpolation", "bicubic") not in ("bilinear", "bicubic", "nearest"):
             raise EffnetError(f"unknown preprocessing interpolation {_brief(values['interpolation'])}")
         for key in ("mean", "std"):
