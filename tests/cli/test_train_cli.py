@@ -3,6 +3,7 @@ import json
 import pytest
 from tests.training.conftest import make_image_folder
 
+import effnet
 from effnet.cli import main
 
 
@@ -110,8 +111,6 @@ def test_preprocessing_overrides_travel_with_the_checkpoint(capsys, tmp_path, fo
     args = ["train", "--data", str(folder), "--out", str(run), "--epochs", "1", "--batch-size", "8", *COMMON]
     args += ["--crop-pct", "1", "--interpolation", "bilinear", "--mean", "0.2", "0.3", "0.4", "--std", "1", "1", "1"]
     assert main(args) == 0, capsys.readouterr().err
-    import effnet
-
     pre = effnet.create_model(weights=run / "best.safetensors").pretrained_meta["preprocessing"]
     assert pre == {
         "input_size": 32,

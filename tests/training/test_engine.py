@@ -14,6 +14,25 @@ def weights_of(run_dir, name="last.safetensors"):
     return load_file(str(run_dir / name))
 
 
+def train_interrupted_at_step(recipe: dict, monkeypatch, step: int = 3) -> None:
+    """Run ``recipe`` and raise KeyboardInterrupt at its ``step``-th batch (default: epoch 2's first)."""
+    original_step = engine._Trainer._step
+    calls = {"n": 0}
+
+    def step_then_interrupt(self):
+        calls["n"] += 1
+        if calls["n"] == step:
+            raise KeyboardInterrupt
+        original_step(self)
+
+    monkeypatch.setattr(engine._Trainer, "_step", step_then_interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            effnet.train(recipe)
+    finally:
+        monkeypatch.setattr(engine._Trainer, "_step", original_step)
+
+
 def test_fine_tune_writes_a_complete_run(image_folder, tmp_path):
     run = tmp_path / "run"
     result = effnet.train(tiny_recipe(image_folder, run, weights="imagenet", tensorboard=True, lr=3e-3))
@@ -44,20 +63,8 @@ def test_interrupted_run_resumes_to_the_same_weights(image_folder, tmp_path, mon
     recipe = dict(augment="trivialaugment", drop_path=0.2, lr=3e-3, epochs=3)
     effnet.train(tiny_recipe(image_folder, tmp_path / "straight", **recipe))
 
-    original_step = engine._Trainer._step
-    calls = {"n": 0}
-
-    def step_then_interrupt(self):
-        calls["n"] += 1
-        if calls["n"] == 3:  # the first step of the second epoch
-            raise KeyboardInterrupt
-        original_step(self)
-
-    monkeypatch.setattr(engine._Trainer, "_step", step_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        effnet.train(tiny_recipe(image_folder, tmp_path / "resumed", **recipe))
+    train_interrupted_at_step(tiny_recipe(image_folder, tmp_path / "resumed", **recipe), monkeypatch)
     assert (tmp_path / "resumed" / "interrupted.safetensors").exists()
-    monkeypatch.setattr(engine._Trainer, "_step", original_step)
     effnet.train(tiny_recipe(image_folder, tmp_path / "resumed", resume=True, **recipe))
 
     straight, resumed = weights_of(tmp_path / "straight"), weights_of(tmp_path / "resumed")
@@ -186,20 +193,8 @@ def test_compiled_training_saves_plain_checkpoints_and_resumes(image_folder, tmp
         return real_compile(model, backend="eager")
 
     monkeypatch.setattr(torch, "compile", eager_compile)
-    original_step = engine._Trainer._step
-    steps = {"n": 0}
-
-    def step_then_interrupt(self):
-        steps["n"] += 1
-        if steps["n"] == 3:  # the first step of the second epoch
-            raise KeyboardInterrupt
-        original_step(self)
-
-    monkeypatch.setattr(engine._Trainer, "_step", step_then_interrupt)
     run = tmp_path / "compiled"
-    with pytest.raises(KeyboardInterrupt):
-        effnet.train(tiny_recipe(image_folder, run, compile=True, **recipe))
-    monkeypatch.setattr(engine._Trainer, "_step", original_step)
+    train_interrupted_at_step(tiny_recipe(image_folder, run, compile=True, **recipe), monkeypatch)
     effnet.train(tiny_recipe(image_folder, run, compile=True, resume=True, **recipe))
 
     assert calls and set(calls) == {"EfficientNet"}
