@@ -5,9 +5,9 @@
 """
 
 from effnet.errors import EffnetError
+from effnet.factory import create_model, list_models
 from effnet.models.config import EfficientNetConfig, StageSpec, get_config
 from effnet.models.efficientnet import EfficientNet
-from effnet.models.factory import create_model, list_models
 from effnet.models.scaling import custom_config, resolve_stages, scaled_config
 from effnet.weights.specs import Preprocessing, WeightSpec, list_weights
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from effnet.data.images import ImageError, eval_transform, find_images, load_image
+from effnet.devices import resolve_device
 from effnet.errors import EffnetError, out_of_memory_message
 from effnet.weights.specs import Preprocessing
 
@@ -35,20 +36,6 @@ class ImageResult:
         if self.error is not None:
             out["error"] = self.error
         return out
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` picks CUDA when it is available; asking for CUDA without it is a clear error."""
-    text = str(device)
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(text)
-    except RuntimeError:
-        raise EffnetError(f"unknown device {text!r}; use auto, cpu or cuda") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise EffnetError("device cuda was requested but no CUDA GPU is available; use --device cpu")
-    return dev
 
 
 @torch.inference_mode()
@@ -127,7 +114,7 @@ def predict(
 
     Example: ``predict(["cat.jpg"])[0].predictions[0].label`` gives ``'tabby'`` for a tabby.
     """
-    from effnet.models.factory import create_model
+    from effnet.factory import create_model
 
     net = create_model(model, weights=weights)
     return classify(net, [Path(p) for p in inputs], topk=topk, batch_size=batch_size, device=device)

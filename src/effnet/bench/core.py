@@ -24,13 +24,13 @@ from effnet.bench.accuracy import open_image_folder, scaled_preprocessing, top1_
 from effnet.bench.measure import cpu_name, device_name, interleaved_timings, percentile
 from effnet.bench.reference import REFERENCES, reference_model
 from effnet.bench.runners import PRECISIONS, RUNTIMES, OrtRunner, Runner, TorchRunner
+from effnet.devices import resolve_device
 from effnet.errors import EffnetError
 from effnet.export.formats import onnx_metadata, short_message
 from effnet.export.fuse import fuse_for_inference
 from effnet.export.pipeline import default_input_size, export_model, input_channels
 from effnet.export.source import load_model
 from effnet.models.summary import count_flops
-from effnet.predict import resolve_device
 from effnet.weights.specs import MAX_INPUT_SIZE, Preprocessing
 
 ModelArg = str | os.PathLike[str] | nn.Module | tuple[str, nn.Module]

@@ -8,7 +8,7 @@ from pathlib import Path
 from effnet.cli._common import image_size, positive_int, print_json, warn
 from effnet.errors import EffnetError
 from effnet.export import DEFAULT_OPSET, FORMATS, export_model, load_model
-from effnet.models.factory import create_model
+from effnet.factory import create_model
 
 _BY_SUFFIX = {".onnx": "onnx", ".pt2": "pt2", ".pt": "torchscript", ".ts": "torchscript", ".torchscript": "torchscript"}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from effnet.cli._common import positive_int, print_json, warn
-from effnet.models.factory import create_model
+from effnet.factory import create_model
 from effnet.predict import ImageResult, classify
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from torch import nn
 
 from effnet.errors import EffnetError
-from effnet.models.factory import create_model
+from effnet.factory import create_model
 
 
 def load_model(spec: str | os.PathLike[str]) -> nn.Module:

@@ -34,9 +34,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from effnet.devices import resolve_device
 from effnet.errors import EffnetError, out_of_memory_message
-from effnet.models.factory import create_model
-from effnet.predict import resolve_device
+from effnet.factory import create_model
 from effnet.training import distributed as D
 from effnet.training.config import TrainConfig, resolve_config
 from effnet.training.evaluate import EvalResult, evaluate

@@ -7,9 +7,9 @@ import os
 import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
+from effnet.devices import resolve_device
 from effnet.errors import EffnetError, out_of_memory_message
-from effnet.models.factory import create_model
-from effnet.predict import resolve_device
+from effnet.factory import create_model
 from effnet.training.evaluate import EvalResult, evaluate
 from effnet.weights.specs import Preprocessing
 

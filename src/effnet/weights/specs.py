@@ -239,3 +239,29 @@ def imagenet_categories() -> tuple[str, ...]:
     from torchvision.models import ResNet18_Weights
 
     return tuple(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def baseline_weight_spec(name: str) -> WeightSpec:
+    """effnet's view of torchvision's default ImageNet weights for a baseline (from its public metadata)."""
+    from effnet.models.baselines import BASELINES
+
+    entry = BASELINES[name].weights_enum.DEFAULT
+    transform = entry.transforms()
+    file_name = entry.url.rsplit("/", 1)[-1]
+    return WeightSpec(
+        arch=name,
+        tag="tv_in1k",
+        source_format="torchvision",
+        preprocessing=Preprocessing(
+            input_size=int(transform.crop_size[0]),
+            resize_size=int(transform.resize_size[0]),
+            interpolation=str(transform.interpolation.value),
+            mean=tuple(transform.mean),
+            std=tuple(transform.std),
+        ),
+        url=entry.url,
+        sha256=file_name.rsplit("-", 1)[-1].split(".")[0],
+        file_name=file_name,
+        top1=entry.meta["_metrics"]["ImageNet-1K"]["acc@1"],
+        top1_source="torchvision model documentation",
+    )

@@ -1,4 +1,9 @@
-"""``create_model`` and ``list_models``: the front door of the model zoo."""
+"""``create_model`` and ``list_models``: the front door of the model zoo.
+
+This module sits above both :mod:`effnet.models` (architectures) and :mod:`effnet.weights`
+(checkpoints and their formats): it joins the two, so neither package imports the other's
+callers.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from effnet.errors import EffnetError
-from effnet.models.baselines import BASELINES, create_baseline, is_baseline
+from effnet.models.baselines import BASELINES, build_baseline, is_baseline
 from effnet.models.config import MODEL_CONFIGS, EfficientNetConfig, get_config
 from effnet.models.efficientnet import EfficientNet
 from effnet.weights.formats import Converted, convert
 from effnet.weights.io import read_checkpoint, read_metadata
 from effnet.weights.specs import (
     Preprocessing,
+    baseline_weight_spec,
     find_weight_spec,
     get_weight_spec,
     imagenet_categories,
@@ -82,7 +89,7 @@ def create_model(
             raise EffnetError(
                 f"{name} is a torchvision baseline: in_chans, features_only and drop_path are not supported"
             )
-        return create_baseline(name.strip().lower(), weights, num_classes, drop_rate)
+        return _create_baseline(name.strip().lower(), weights, num_classes, drop_rate)
     config = name if isinstance(name, EfficientNetConfig) else (get_config(name) if name else None)
 
     converted: Converted | None = None
@@ -118,6 +125,61 @@ def create_model(
         if new_head:
             meta["classes"] = None  # the old class names no longer apply
     model.pretrained_meta = _finish_meta(meta, config)
+    return model
+
+
+def _create_baseline(
+    name: str,
+    weights: str | os.PathLike[str] | None = None,
+    num_classes: int | None = None,
+    drop_rate: float | None = None,
+) -> nn.Module:
+    """A torchvision baseline with effnet's interface; ``weights`` is ``imagenet`` or a path."""
+    from effnet.weights.hub import fetch
+
+    spec = BASELINES[name]
+    model = build_baseline(name)
+    meta: dict[str, Any] = {"preprocessing": Preprocessing.default_for(spec.resolution).to_dict()}
+    if weights is not None:
+        text = os.fspath(weights)
+        if text in ("imagenet", "default", "pretrained", "tv_in1k"):
+            wspec = baseline_weight_spec(name)
+            ckpt = read_checkpoint(fetch(wspec))
+            meta = {
+                "weights": wspec.name,
+                "preprocessing": wspec.preprocessing.to_dict(),
+                "classes": list(imagenet_categories()),
+            }
+        else:
+            ckpt = read_checkpoint(text)
+            meta.update(recorded_classes_and_preprocessing(ckpt.metadata, text))
+            meta["weights"] = text
+            arch = ckpt.metadata.get("arch")
+            if isinstance(arch, dict) and arch.get("name") not in (None, name):
+                raise EffnetError(f"{text} holds weights for {arch.get('name')}, not {name}")
+        tensors = ckpt.tensors
+        head = f"{spec.classifier}.weight"
+        if head not in tensors or tensors[head].dim() != 2:
+            raise EffnetError(f"{ckpt.path} is not a {name} checkpoint (no {head} matrix)")
+        if tensors[head].shape[0] != model.num_classes:
+            model.reset_classifier(int(tensors[head].shape[0]))
+        try:
+            model.load_state_dict(tensors)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[1:2] or [str(exc)[:120]]
+            raise EffnetError(f"{ckpt.path} does not match {name}: {first[0].strip()}") from None
+    if drop_rate is not None:
+        for module in model.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = drop_rate
+    if num_classes is not None and num_classes != model.num_classes:
+        model.reset_classifier(num_classes)
+        meta.pop("classes", None)
+    classes = meta.get("classes")
+    if not classes or len(classes) != model.num_classes:
+        meta["classes"] = [str(i) for i in range(model.num_classes)]
+    meta["arch"] = name
+    model.pretrained_meta = meta
     return model
 
 
