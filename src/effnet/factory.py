@@ -245,3 +245,30 @@ def adapt_input_channels(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     repeats = -(-in_chans // weight.shape[1])
     tiled = weight.repeat(1, repeats, 1, 1)[:, :in_chans]
     return tiled * (weight.shape[1] / in_chans)
+
+
+def save_model(model: nn.Module, path: str | os.PathLike[str], metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` as an effnet checkpoint (safetensors + JSON metadata) that rebuilds itself.
+
+    The metadata records the architecture block by block, the class names and preprocessing
+    the model carries (``model.pretrained_meta``), plus ``metadata``; ``create_model(weights=path)``
+    and every command that takes ``--weights`` load it back. No Python objects are pickled.
+
+    >>> import tempfile, effnet
+    >>> model = effnet.create_model("efficientnet_lite0", num_classes=3)
+    >>> path = save_model(model, tempfile.mkdtemp() + "/lite0.safetensors")
+    >>> effnet.create_model(weights=path).num_classes
+    3
+    """
+    from effnet.weights.io import write_checkpoint
+
+    if not hasattr(model, "arch_dict"):
+        raise EffnetError(f"{type(model).__name__} is not an effnet model (create it with effnet.create_model)")
+    meta = dict(getattr(model, "pretrained_meta", None) or {})
+    record: dict[str, Any] = {"arch": model.arch_dict()}
+    for key in ("classes", "preprocessing"):
+        if meta.get(key) is not None:
+            record[key] = meta[key]
+    record.update(metadata or {})
+    module = getattr(model, "_orig_mod", model)  # a torch.compile wrapper saves its module's names
+    return write_checkpoint(path, module.state_dict(), record)

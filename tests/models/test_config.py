@@ -1,7 +1,9 @@
+import dataclasses
+
 import pytest
 
 import effnet
-from effnet.models.config import MODEL_CONFIGS, EfficientNetConfig
+from effnet.models.config import MODEL_CONFIGS, EfficientNetConfig, Layout
 
 
 def test_list_models_has_the_whole_family():
@@ -47,3 +49,44 @@ def test_from_dict_names_unknown_keys():
 def test_invalid_configs_are_rejected_by_name(change, message):
     with pytest.raises(effnet.EffnetError, match=message):
         MODEL_CONFIGS["efficientnet_b0"].replace(**change)
+
+
+def test_explicit_layout_round_trips_and_is_what_gets_built():
+    from effnet.models.scaling import resolve_layout
+
+    base = MODEL_CONFIGS["efficientnet_b0"]
+    layout = resolve_layout(base)
+    blocks = list(layout.blocks)
+    blocks[0] = dataclasses.replace(blocks[0], in_channels=24, hidden_channels=24)  # a narrower stem
+    blocks[3] = dataclasses.replace(blocks[3], hidden_channels=40, se_channels=3)
+    config = base.replace(layout=Layout(stem_channels=24, blocks=tuple(blocks), head_channels=512))
+    assert EfficientNetConfig.from_dict(config.to_dict()) == config
+    model = effnet.create_model(config, num_classes=3)
+    assert model.stem.conv.out_channels == 24 and model.head.conv.out_channels == 512
+    assert model.stages[2][0].dw.conv.out_channels == 40 and model.stages[2][0].se.fc1.out_channels == 3
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d["blocks"][2].update(in_channels=17), "in_channels 17 != 24"),
+        (lambda d: d["blocks"][1].update(residual=True), "residual block needs stride 1"),
+        (lambda d: d["blocks"][0].update(hidden_channels=64), "hidden_channels must equal in_channels"),
+        (lambda d: d["blocks"][5].update(kernel=4), "odd size"),
+        (lambda d: d["blocks"][5].update(stride=3), "stride must be 1 or 2"),
+        (lambda d: d["blocks"][1].update(stage=3), "stage indices"),
+        (lambda d: d["blocks"][1].update(hidden_channels=10**9), "channel counts"),
+        (lambda d: d["blocks"][1].update(expand="yes"), "expand must be bool"),
+        (lambda d: d["blocks"][1].pop("kernel"), "exactly the keys"),
+        (lambda d: d.update(blocks=[]), "1 to 1024 blocks"),
+        (lambda d: d.update(blocks=d["blocks"] * 100), "1 to 1024 blocks"),
+    ],
+)
+def test_hostile_layouts_are_refused_by_name(edit, message):
+    data = MODEL_CONFIGS["efficientnet_b0"].to_dict()
+    from effnet.models.scaling import resolve_layout
+
+    data["layout"] = resolve_layout(MODEL_CONFIGS["efficientnet_b0"]).to_dict()
+    edit(data["layout"])
+    with pytest.raises(effnet.EffnetError, match=message):
+        EfficientNetConfig.from_dict(data)

@@ -11,11 +11,14 @@ adds the same interface as its own models (``classifier_name``, ``reset_classifi
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Any
 
+import torch
 import torchvision
 from torch import nn
+
+from effnet.models.structure import ModelStructure, StageInfo, trace_channel_groups
 
 
 @dataclass(frozen=True)
@@ -23,20 +26,27 @@ class Baseline:
     builder: Callable[..., nn.Module]
     weights_enum: Any  # torchvision's weights enum; its DEFAULT entry is effnet's "imagenet"
     classifier: str  # dotted name of the final nn.Linear
+    stem: str  # dotted name of the first convolution
     resolution: int = 224
 
 
 BASELINES: dict[str, Baseline] = {
-    "resnet18": Baseline(torchvision.models.resnet18, torchvision.models.ResNet18_Weights, "fc"),
-    "resnet50": Baseline(torchvision.models.resnet50, torchvision.models.ResNet50_Weights, "fc"),
+    "resnet18": Baseline(torchvision.models.resnet18, torchvision.models.ResNet18_Weights, "fc", "conv1"),
+    "resnet50": Baseline(torchvision.models.resnet50, torchvision.models.ResNet50_Weights, "fc", "conv1"),
     "mobilenet_v3_small": Baseline(
-        torchvision.models.mobilenet_v3_small, torchvision.models.MobileNet_V3_Small_Weights, "classifier.3"
+        torchvision.models.mobilenet_v3_small,
+        torchvision.models.MobileNet_V3_Small_Weights,
+        "classifier.3",
+        "features.0.0",
     ),
     "mobilenet_v3_large": Baseline(
-        torchvision.models.mobilenet_v3_large, torchvision.models.MobileNet_V3_Large_Weights, "classifier.3"
+        torchvision.models.mobilenet_v3_large,
+        torchvision.models.MobileNet_V3_Large_Weights,
+        "classifier.3",
+        "features.0.0",
     ),
     "shufflenet_v2_x1_0": Baseline(
-        torchvision.models.shufflenet_v2_x1_0, torchvision.models.ShuffleNet_V2_X1_0_Weights, "fc"
+        torchvision.models.shufflenet_v2_x1_0, torchvision.models.ShuffleNet_V2_X1_0_Weights, "fc", "conv1.0"
     ),
 }
 
@@ -57,8 +67,70 @@ class _BaselineMixin:
         parent = self.get_submodule(parent_name) if parent_name else self  # type: ignore[attr-defined]
         setattr(parent, leaf, nn.Linear(old.in_features, num_classes))
 
+    def structure(self) -> ModelStructure:
+        """Stem, classifier, stages and channel groups; groups are traced from the module's graph.
+
+        A stage is a run of consecutive residual blocks with the same output stride.
+        """
+        blocks = [
+            name
+            for name, module in self.named_modules()  # type: ignore[attr-defined]
+            if type(module).__name__ in _BLOCK_TYPES and name.count(".") <= 1
+        ]
+        device = next(self.parameters()).device  # type: ignore[attr-defined]
+        example = torch.zeros(1, 3, 64, 64, device=device)
+        strides = _output_strides(self, blocks, example)  # type: ignore[arg-type]
+        stages: list[StageInfo] = []
+        for name in blocks:
+            stride, width = strides[name]
+            if stages and stages[-1].stride == stride:
+                last = stages[-1]
+                stages[-1] = StageInfo(last.index, last.name, (*last.blocks, name), stride, width)
+            else:
+                stages.append(StageInfo(len(stages), name.rpartition(".")[0] or name, (name,), stride, width))
+        counts: dict[str, int] = {}
+        for name in blocks:
+            counts[name.rpartition(".")[0]] = counts.get(name.rpartition(".")[0], 0) + 1
+        # A stage is named by its module when it is one (ResNet's layer1), else by its first block.
+        stages = [
+            StageInfo(s.index, s.name if counts.get(s.name) == len(s.blocks) else s.blocks[0], *astuple(s)[2:])
+            for s in stages
+        ]
+        return ModelStructure(
+            stem=BASELINES[self.baseline_name].stem,
+            classifier=self.classifier_name,
+            stages=tuple(stages),
+            groups=trace_channel_groups(self, example),  # type: ignore[arg-type]
+        )
+
     def arch_dict(self) -> dict[str, Any]:
         return {"family": "torchvision", "name": self.baseline_name, "num_classes": self.num_classes}
+
+
+# torchvision's residual block classes (ResNet, MobileNetV3 and ShuffleNetV2).
+_BLOCK_TYPES = {"BasicBlock", "Bottleneck", "InvertedResidual"}
+
+
+def _output_strides(model: nn.Module, names: list[str], example: torch.Tensor) -> dict[str, tuple[int, int]]:
+    """(stride, channels) of each named module's output, from one forward pass."""
+    found: dict[str, tuple[int, int]] = {}
+    hooks = [
+        model.get_submodule(name).register_forward_hook(
+            lambda _m, _i, out, name=name: found.__setitem__(
+                name, (example.shape[-1] // out.shape[-1], int(out.shape[1]))
+            )
+        )
+        for name in names
+    ]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return found
 
 
 def build_baseline(name: str) -> nn.Module:

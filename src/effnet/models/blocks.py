@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import SqueezeExcitation, stochastic_depth
 
-from effnet.models.config import Activation, Padding
+from effnet.models.config import Activation, BlockSpec, Padding
 
 
 def make_activation(kind: Activation) -> nn.Module:
@@ -86,18 +86,14 @@ class ConvBnAct(nn.Sequential):
 class MBConv(nn.Module):
     """Inverted residual block: 1x1 expand, depthwise kxk, squeeze-excite, 1x1 project.
 
-    The expand convolution is absent when ``expand == 1`` and the squeeze-excite when
-    ``se_ratio == 0``; their places hold ``nn.Identity`` so every block has the same attributes.
+    Every width comes from ``spec``. The expand convolution is absent when ``spec.expand`` is
+    false and the squeeze-excite when ``spec.se_channels == 0``; their places hold
+    ``nn.Identity`` so every block has the same attributes.
     """
 
     def __init__(
         self,
-        in_channels: int,
-        out_channels: int,
-        kernel: int,
-        stride: int,
-        expand: int,
-        se_ratio: float,
+        spec: BlockSpec,
         activation: Activation,
         drop_path: float = 0.0,
         padding: Padding = "symmetric",
@@ -105,19 +101,21 @@ class MBConv(nn.Module):
         bn_momentum: float = 0.1,
     ) -> None:
         super().__init__()
-        hidden = in_channels * expand
+        self.spec = spec
+        hidden = spec.hidden_channels
         norm = {"padding": padding, "bn_eps": bn_eps, "bn_momentum": bn_momentum}
-        self.use_residual = stride == 1 and in_channels == out_channels
+        self.use_residual = spec.residual
         self.drop_path = drop_path
-        self.expand = ConvBnAct(in_channels, hidden, 1, activation=activation, **norm) if expand != 1 else nn.Identity()
-        self.dw = ConvBnAct(hidden, hidden, kernel, stride, groups=hidden, activation=activation, **norm)
-        if se_ratio > 0:
-            # Squeeze width is relative to the block *input*, as in the reference implementations.
-            squeeze = max(1, int(in_channels * se_ratio))
-            self.se: nn.Module = SqueezeExcitation(hidden, squeeze, activation=type(make_activation(activation)))
+        self.expand = (
+            ConvBnAct(spec.in_channels, hidden, 1, activation=activation, **norm) if spec.expand else nn.Identity()
+        )
+        self.dw = ConvBnAct(hidden, hidden, spec.kernel, spec.stride, groups=hidden, activation=activation, **norm)
+        if spec.se_channels > 0:
+            act = type(make_activation(activation))
+            self.se: nn.Module = SqueezeExcitation(hidden, spec.se_channels, activation=act)
         else:
             self.se = nn.Identity()
-        self.project = ConvBnAct(hidden, out_channels, 1, activation=None, **norm)
+        self.project = ConvBnAct(hidden, spec.out_channels, 1, activation=None, **norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.project(self.se(self.dw(self.expand(x))))

@@ -7,6 +7,10 @@ not scaled, which keeps it friendly to int8 quantization.
 
 An :class:`EfficientNetConfig` describes the *shape* of a network only. Where a checkpoint
 comes from lives in :mod:`effnet.weights`; training and compression settings live in recipes.
+
+A config either scales the B0 stages (the family) or carries an explicit :class:`Layout`: every
+block's widths written out, which is how a network whose channels were changed block by block
+(a pruned one) is described, saved and rebuilt.
 """
 
 from __future__ import annotations
@@ -50,6 +54,107 @@ B0_STAGES: tuple[StageSpec, ...] = (
 )
 
 
+# Bounds on an explicit layout read from a file: far above any EfficientNet (B7 has 55 blocks and
+# at most 3,840 channels in a layer), far below sizes that would exhaust memory while building.
+MAX_BLOCKS = 1024
+MAX_CHANNELS = 65536
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One MBConv block exactly as built: every width explicit.
+
+    ``expand`` says whether the 1x1 expansion convolution exists (``hidden_channels`` then may
+    differ from ``in_channels``); ``se_channels == 0`` means no squeeze-and-excitation.
+    """
+
+    stage: int  # index of the stage the block belongs to
+    in_channels: int
+    hidden_channels: int  # width of the depthwise convolution
+    out_channels: int
+    se_channels: int  # squeeze width of the squeeze-and-excitation; 0 = none
+    kernel: int  # depthwise kernel size
+    stride: int
+    expand: bool  # a 1x1 expansion convolution precedes the depthwise one
+    residual: bool  # identity shortcut around the block
+
+    def problems(self, where: str) -> list[str]:
+        """What is inconsistent about this block (empty when it can be built)."""
+        out = []
+        widths = (self.in_channels, self.hidden_channels, self.out_channels)
+        if min(widths) < 1 or max(*widths, self.se_channels) > MAX_CHANNELS or self.se_channels < 0:
+            out.append(f"{where}: channel counts must be in [1, {MAX_CHANNELS}] (se_channels may be 0)")
+        if not 1 <= self.kernel <= 15 or self.kernel % 2 == 0:
+            out.append(f"{where}: kernel must be an odd size from 1 to 15, got {self.kernel}")
+        if self.stride not in (1, 2):
+            out.append(f"{where}: stride must be 1 or 2, got {self.stride}")
+        if not self.expand and self.hidden_channels != self.in_channels:
+            out.append(f"{where}: without an expansion convolution hidden_channels must equal in_channels")
+        if self.residual and (self.stride != 1 or self.in_channels != self.out_channels):
+            out.append(f"{where}: a residual block needs stride 1 and in_channels == out_channels")
+        return out
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Every width of an EfficientNet: stem, blocks in order, head (the input of the pooling)."""
+
+    stem_channels: int
+    blocks: tuple[BlockSpec, ...]
+    head_channels: int
+
+    def problems(self) -> list[str]:
+        """Why this layout cannot be built (empty when it can): blocks must chain, sizes be sane."""
+        out = []
+        if not 1 <= len(self.blocks) <= MAX_BLOCKS:
+            return [f"a layout needs 1 to {MAX_BLOCKS} blocks, got {len(self.blocks)}"]
+        if not (1 <= self.stem_channels <= MAX_CHANNELS and 1 <= self.head_channels <= MAX_CHANNELS):
+            out.append(f"stem and head channels must be in [1, {MAX_CHANNELS}]")
+        previous_out, previous_stage = self.stem_channels, 0
+        for index, block in enumerate(self.blocks):
+            where = f"block {index}"
+            out += block.problems(where)
+            if block.in_channels != previous_out:
+                out.append(f"{where}: in_channels {block.in_channels} != {previous_out}, the output before it")
+            if not previous_stage <= block.stage <= previous_stage + 1 or (index == 0 and block.stage != 0):
+                out.append(f"{where}: stage indices must start at 0 and grow by at most 1 per block")
+            previous_out, previous_stage = block.out_channels, block.stage
+        return out[:5]
+
+    @property
+    def num_stages(self) -> int:
+        return self.blocks[-1].stage + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stem_channels": self.stem_channels,
+            "head_channels": self.head_channels,
+            "blocks": [dataclasses.asdict(b) for b in self.blocks],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Layout:
+        """Rebuild from :meth:`to_dict` output, checking every value (it may come from an untrusted file)."""
+        expected = {"stem_channels", "head_channels", "blocks"}
+        if not isinstance(data, dict) or set(data) != expected:
+            raise EffnetError("an architecture layout must be a mapping of stem_channels, head_channels and blocks")
+        if not all(_is_kind(data[k], int) for k in ("stem_channels", "head_channels")):
+            raise EffnetError("layout stem_channels and head_channels must be whole numbers")
+        blocks = data["blocks"]
+        if not isinstance(blocks, list) or not 1 <= len(blocks) <= MAX_BLOCKS:
+            raise EffnetError(f"layout blocks must be a list of 1 to {MAX_BLOCKS} blocks")
+        kinds = {f.name: (bool if f.type == "bool" else int) for f in dataclasses.fields(BlockSpec)}
+        parsed = []
+        for index, block in enumerate(blocks):
+            if not isinstance(block, dict) or set(block) != set(kinds):
+                raise EffnetError(f"layout block {index} must have exactly the keys {', '.join(kinds)}")
+            wrong = [k for k, kind in kinds.items() if not _is_kind(block[k], kind)]
+            if wrong:
+                raise EffnetError(f"layout block {index}: {wrong[0]} must be {kinds[wrong[0]].__name__}")
+            parsed.append(BlockSpec(**block))
+        return cls(int(data["stem_channels"]), tuple(parsed), int(data["head_channels"]))
+
+
 @dataclass(frozen=True)
 class EfficientNetConfig:
     """The shape of one EfficientNet: the B0 stages plus the multipliers that scale them."""
@@ -74,6 +179,9 @@ class EfficientNetConfig:
     bn_momentum: float = 0.1
     num_classes: int = 1000
     in_chans: int = 3
+    # Explicit per-block widths (a pruned or hand-edited network). When set, it is what is built,
+    # and width_mult, depth_mult, stages, stem/head channels and se_ratio only record the origin.
+    layout: Layout | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -99,6 +207,8 @@ class EfficientNetConfig:
             problems.append("stem_channels, head_channels and divisor must be at least 1")
         if not 0.0 <= self.se_ratio <= 1.0:
             problems.append(f"se_ratio must be in [0, 1], got {self.se_ratio}")
+        if self.layout is not None:
+            problems += self.layout.problems()
         if problems:
             raise EffnetError(f"invalid config {self.name!r}: " + "; ".join(problems))
 
@@ -108,8 +218,9 @@ class EfficientNetConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data; :meth:`from_dict` reverses it."""
-        data = dataclasses.asdict(self)
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["stages"] = [dataclasses.asdict(s) for s in self.stages]
+        data["layout"] = self.layout.to_dict() if self.layout is not None else None
         return data
 
     @classmethod
@@ -129,6 +240,7 @@ class EfficientNetConfig:
         if missing:
             raise EffnetError(f"architecture config lacks {', '.join(missing)}")
         values = dict(data)
+        layout = values.pop("layout", None)
         for key, value in values.items():
             kind = _FIELD_KINDS.get(known[key])
             if kind is not None and not _is_kind(value, kind):
@@ -143,6 +255,8 @@ class EfficientNetConfig:
                     "out_channels, repeats} with whole numbers of at least 1"
                 )
             values["stages"] = tuple(StageSpec(**s) for s in stages)
+        if layout is not None:
+            values["layout"] = Layout.from_dict(layout)
         return cls(**values)
 
 

@@ -2,29 +2,22 @@
 
 One module serves the whole family: its shape comes from an
 :class:`~effnet.models.config.EfficientNetConfig` through :mod:`effnet.models.scaling`.
-The module publishes its structure (``stem_name``, ``classifier_name``, ``feature_info``)
-so training, pruning and export can find the layers they need without guessing.
+The network is built from the config's resolved :class:`~effnet.models.config.Layout` (every
+block's widths), so a network whose channels were changed block by block is an EfficientNet
+like any other. The module publishes its structure (``stem_name``, ``classifier_name``,
+``feature_info``, :meth:`EfficientNet.structure` with the coupled channel groups) so training,
+pruning and export find the layers they need without guessing.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from effnet.models.blocks import ConvBnAct, MBConv
 from effnet.models.config import EfficientNetConfig
-from effnet.models.scaling import head_channels, resolve_stages, stem_channels
-
-
-@dataclass(frozen=True)
-class FeatureInfo:
-    """One feature map that ``features_only`` returns: where it is taken and its shape."""
-
-    stage: int  # index into ``model.stages``; the map is that stage's output
-    channels: int
-    stride: int  # reduction relative to the input
+from effnet.models.scaling import resolve_layout
+from effnet.models.structure import FeatureInfo, ModelStructure, efficientnet_structure
 
 
 class EfficientNet(nn.Module):
@@ -45,47 +38,35 @@ class EfficientNet(nn.Module):
         self.features_only = features_only
         norm = {"padding": config.padding, "bn_eps": config.bn_eps, "bn_momentum": config.bn_momentum}
         act = config.activation
-        self.stem = ConvBnAct(config.in_chans, stem_channels(config), 3, stride=2, activation=act, **norm)
+        layout = resolve_layout(config)
+        self.layout = layout
+        self.stem = ConvBnAct(config.in_chans, layout.stem_channels, 3, stride=2, activation=act, **norm)
 
-        resolved = resolve_stages(config)
-        total_blocks = sum(s.repeats for s in resolved)
-        block_index = 0
+        total_blocks = len(layout.blocks)
         stride = 2  # the stem halves the input
-        stages: list[nn.Module] = []
+        stages: list[list[nn.Module]] = [[] for _ in range(layout.num_stages)]
         features: list[FeatureInfo] = []
-        for stage in resolved:
-            blocks = []
-            for i in range(stage.repeats):
-                blocks.append(
-                    MBConv(
-                        in_channels=stage.in_channels if i == 0 else stage.out_channels,
-                        out_channels=stage.out_channels,
-                        kernel=stage.kernel,
-                        stride=stage.stride if i == 0 else 1,
-                        expand=stage.expand,
-                        se_ratio=config.se_ratio,
-                        activation=act,
-                        # Stochastic depth grows linearly with depth (Huang et al., 2016).
-                        drop_path=config.drop_path * block_index / total_blocks,
-                        **norm,
-                    )
-                )
-                block_index += 1
-            stages.append(nn.Sequential(*blocks))
-            stride *= stage.stride
+        for index, spec in enumerate(layout.blocks):
+            # Stochastic depth grows linearly with depth (Huang et al., 2016).
+            drop_path = config.drop_path * index / total_blocks
+            stages[spec.stage].append(MBConv(spec, act, drop_path, **norm))
+        for index, blocks in enumerate(stages):
+            stride *= blocks[0].spec.stride
+            out_channels = blocks[-1].spec.out_channels
             if features and features[-1].stride == stride:
-                features[-1] = FeatureInfo(stage.index, stage.out_channels, stride)
+                features[-1] = FeatureInfo(index, out_channels, stride)
             else:
-                features.append(FeatureInfo(stage.index, stage.out_channels, stride))
-        self.stages = nn.Sequential(*stages)
+                features.append(FeatureInfo(index, out_channels, stride))
+        self.stages = nn.Sequential(*(nn.Sequential(*blocks) for blocks in stages))
         self.feature_info: tuple[FeatureInfo, ...] = tuple(features)
 
-        self.num_features = head_channels(config)
+        self.num_features = layout.head_channels
         if features_only:
             self.head = None
             self.classifier = None
         else:
-            self.head = ConvBnAct(resolved[-1].out_channels, self.num_features, 1, activation=act, **norm)
+            last = layout.blocks[-1].out_channels
+            self.head = ConvBnAct(last, self.num_features, 1, activation=act, **norm)
             self.pool = nn.AdaptiveAvgPool2d(1)
             self.dropout = nn.Dropout(config.dropout)
             self.classifier = nn.Linear(self.num_features, config.num_classes)
@@ -118,8 +99,17 @@ class EfficientNet(nn.Module):
         self.config = self.config.replace(num_classes=num_classes)
 
     def arch_dict(self) -> dict:
-        """The architecture as plain data, stored with checkpoints so they rebuild themselves."""
-        return self.config.to_dict()
+        """The architecture as plain data, stored with checkpoints so they rebuild themselves.
+
+        The layout is always written out block by block, so a network whose widths no longer
+        follow the scaling table (a pruned one) reloads exactly.
+        """
+        return self.config.replace(layout=self.layout).to_dict()
+
+    def structure(self) -> ModelStructure:
+        """Stem, classifier, stages and the coupled channel groups (see :mod:`effnet.models.structure`)."""
+        num_classes = self.classifier.out_features if self.classifier is not None else None
+        return efficientnet_structure(self.layout, self.config.in_chans, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map, after the head convolution (before pooling)."""

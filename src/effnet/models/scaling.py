@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 
 from effnet.errors import EffnetError
-from effnet.models.config import EfficientNetConfig, get_config
+from effnet.models.config import BlockSpec, EfficientNetConfig, Layout, get_config
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -96,6 +96,41 @@ def resolve_stages(config: EfficientNetConfig) -> tuple[ResolvedStage, ...]:
         )
         in_channels = out_channels
     return tuple(stages)
+
+
+def squeeze_channels(in_channels: int, se_ratio: float) -> int:
+    """Squeeze-and-excitation width: relative to the block *input*, as in the reference implementations."""
+    return max(1, int(in_channels * se_ratio)) if se_ratio > 0 else 0
+
+
+def resolve_layout(config: EfficientNetConfig) -> Layout:
+    """Every width of the network ``config`` describes: its explicit layout, or the scaled stages.
+
+    >>> layout = resolve_layout(get_config("efficientnet_b0"))
+    >>> len(layout.blocks), layout.blocks[1].hidden_channels, layout.head_channels
+    (16, 96, 1280)
+    """
+    if config.layout is not None:
+        return config.layout
+    blocks = []
+    for stage in resolve_stages(config):
+        for i in range(stage.repeats):
+            in_channels = stage.in_channels if i == 0 else stage.out_channels
+            stride = stage.stride if i == 0 else 1
+            blocks.append(
+                BlockSpec(
+                    stage=stage.index,
+                    in_channels=in_channels,
+                    hidden_channels=in_channels * stage.expand,
+                    out_channels=stage.out_channels,
+                    se_channels=squeeze_channels(in_channels, config.se_ratio),
+                    kernel=stage.kernel,
+                    stride=stride,
+                    expand=stage.expand != 1,
+                    residual=stride == 1 and in_channels == stage.out_channels,
+                )
+            )
+    return Layout(stem_channels=stem_channels(config), blocks=tuple(blocks), head_channels=head_channels(config))
 
 
 def compound_coefficients(

@@ -9,7 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from effnet.models.config import EfficientNetConfig, get_config
 from effnet.models.efficientnet import EfficientNet
-from effnet.models.scaling import head_channels, resolve_stages, stem_channels
+from effnet.models.scaling import resolve_layout
 
 
 @dataclass
@@ -48,18 +48,23 @@ def model_info(name_or_config: str | EfficientNetConfig) -> ModelInfo:
     with torch.device("meta"):
         model = EfficientNet(config)
     flops = count_flops(model, config.resolution, config.in_chans)
-    stages = [
-        {
-            "stage": s.index,
-            "kernel": s.kernel,
-            "stride": s.stride,
-            "expand": s.expand,
-            "in_channels": s.in_channels,
-            "out_channels": s.out_channels,
-            "repeats": s.repeats,
-        }
-        for s in resolve_stages(config)
-    ]
+    layout = resolve_layout(config)
+    stages = []
+    for index in range(layout.num_stages):
+        blocks = [b for b in layout.blocks if b.stage == index]
+        first = blocks[0]
+        stages.append(
+            {
+                "stage": index,
+                "kernel": first.kernel,
+                "stride": first.stride,
+                # the expansion ratio of the first block (blocks of a pruned stage may differ)
+                "expand": round(first.hidden_channels / first.in_channels, 2) if first.expand else 1,
+                "in_channels": first.in_channels,
+                "out_channels": blocks[-1].out_channels,
+                "repeats": len(blocks),
+            }
+        )
     return ModelInfo(
         name=config.name,
         params=count_params(model),
@@ -68,7 +73,7 @@ def model_info(name_or_config: str | EfficientNetConfig) -> ModelInfo:
         resolution=config.resolution,
         activation=config.activation,
         squeeze_excitation=config.se_ratio > 0,
-        stem_channels=stem_channels(config),
-        head_channels=head_channels(config),
+        stem_channels=layout.stem_channels,
+        head_channels=layout.head_channels,
         stages=stages,
     )

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 
 from effnet.errors import EffnetError
-from effnet.models.config import MODEL_CONFIGS, EfficientNetConfig, get_config
-from effnet.models.scaling import head_channels, resolve_stages, stem_channels
-from effnet.weights.io import EFFNET_FORMAT, Checkpoint
+from effnet.models.config import MODEL_CONFIGS, EfficientNetConfig, Layout, get_config
+from effnet.models.scaling import head_channels, resolve_layout, resolve_stages, stem_channels
+from effnet.weights.io import EFFNET_FORMAT, FORMAT_VERSION, Checkpoint
 
 # Parts of one MBConv block in effnet's naming, in forward order.
 BLOCK_PARTS = ("expand.conv", "expand.bn", "dw.conv", "dw.bn", "se.fc1", "se.fc2", "project.conv", "project.bn")
@@ -176,14 +176,12 @@ _STAGE_KEY = re.compile(r"^stages\.(\d+)\.(\d+)\.(.+)$")
 
 def key_map(config: EfficientNetConfig, fmt: SourceFormat, effnet_keys: list[str]) -> dict[str, str]:
     """effnet key -> source key for every tensor of a model built from ``config``."""
-    stages = resolve_stages(config)
+    layout = resolve_layout(config)
     layouts: dict[tuple[int, int], BlockLayout] = {}
-    flat = 0
-    for stage in stages:
-        for b in range(stage.repeats):
-            layouts[(stage.index, b)] = BlockLayout(stage.index, b, flat, has_expand=stage.expand != 1)
-            flat += 1
-    fixed = {**fmt.stem, **fmt.head(len(stages)), "classifier": fmt.classifier}
+    for flat, spec in enumerate(layout.blocks):
+        b = sum(1 for other in layout.blocks[:flat] if other.stage == spec.stage)
+        layouts[(spec.stage, b)] = BlockLayout(spec.stage, b, flat, has_expand=spec.expand)
+    fixed = {**fmt.stem, **fmt.head(layout.num_stages), "classifier": fmt.classifier}
     mapping = {}
     for key in effnet_keys:
         prefix, _, param = key.rpartition(".")
@@ -279,6 +277,12 @@ def convert(ckpt: Checkpoint, config: EfficientNetConfig | None) -> tuple[Effici
     """
     fmt = detect_format(ckpt)
     recorded = ckpt.metadata.get("arch")
+    version = ckpt.metadata.get("format_version", 1)
+    if fmt.name == EFFNET_FORMAT and (not isinstance(version, int) or version > FORMAT_VERSION):
+        raise EffnetError(
+            f"{ckpt.path} was written by a newer effnet (format version {version!r}; this one reads up to "
+            f"{FORMAT_VERSION}); upgrade effnet to load it"
+        )
     if fmt.name == EFFNET_FORMAT and isinstance(recorded, dict):
         try:
             from_ckpt = EfficientNetConfig.from_dict(recorded)
@@ -287,7 +291,9 @@ def convert(ckpt: Checkpoint, config: EfficientNetConfig | None) -> tuple[Effici
         too_large = _larger_than_tensors(from_ckpt, ckpt)
         if too_large:
             raise EffnetError(f"{ckpt.path} records an architecture its tensors cannot hold: {too_large}")
-        if config is not None and _shape_fields(config) != _shape_fields(from_ckpt):
+        # The file's own layout is authoritative for its family member (a pruned efficientnet_b0
+        # is still loaded by --model efficientnet_b0); another member's name is a mistake.
+        if config is not None and config.name != from_ckpt.name and _shape_fields(config) != _shape_fields(from_ckpt):
             raise EffnetError(
                 f"{ckpt.path} holds weights for {from_ckpt.name}, not {config.name}; "
                 f"use --model {from_ckpt.name} (or model name {from_ckpt.name!r})"
@@ -333,13 +339,19 @@ def _larger_than_tensors(config: EfficientNetConfig, ckpt: Checkpoint) -> str | 
     its own and every channel count is a dimension of some tensor, so neither can exceed what
     the file holds.
     """
-    try:
-        stages = resolve_stages(config)
-        widths = [stem_channels(config), head_channels(config)]
-        widths += [c for s in stages for c in (s.in_channels * s.expand, s.out_channels, s.kernel)]
-        blocks = sum(s.repeats for s in stages)
-    except (OverflowError, ValueError):
-        return "sizes beyond any number"
+    if config.layout is not None:
+        layout = config.layout  # its size limits were checked when it was read
+        widths = [layout.stem_channels, layout.head_channels]
+        widths += [c for b in layout.blocks for c in (b.hidden_channels, b.out_channels, b.kernel)]
+        blocks = len(layout.blocks)
+    else:
+        try:
+            stages = resolve_stages(config)
+            widths = [stem_channels(config), head_channels(config)]
+            widths += [c for s in stages for c in (s.in_channels * s.expand, s.out_channels, s.kernel)]
+            blocks = sum(s.repeats for s in stages)
+        except (OverflowError, ValueError):
+            return "sizes beyond any number"
     largest = max((max(t.shape, default=1) for t in ckpt.tensors.values()), default=0)
     if blocks > len(ckpt.tensors):
         return f"{blocks} blocks but only {len(ckpt.tensors)} tensors"
@@ -348,15 +360,6 @@ def _larger_than_tensors(config: EfficientNetConfig, ckpt: Checkpoint) -> str | 
     return None
 
 
-def _shape_fields(config: EfficientNetConfig) -> tuple[Any, ...]:
-    """The config fields that decide tensor shapes (not resolution, dropout or numerics)."""
-    return (
-        config.width_mult,
-        config.depth_mult,
-        config.se_ratio,
-        config.fixed_stem_head,
-        config.stem_channels,
-        config.head_channels,
-        config.stages,
-        config.divisor,
-    )
+def _shape_fields(config: EfficientNetConfig) -> Layout:
+    """What decides tensor shapes (not resolution, dropout or numerics): every width, block by block."""
+    return resolve_layout(config)

@@ -26,7 +26,8 @@ from safetensors.torch import save_file
 from effnet.errors import EffnetError
 
 EFFNET_FORMAT = "effnet"
-FORMAT_VERSION = 1
+# 2: the architecture records its layout block by block (1: only the scaling config; still read).
+FORMAT_VERSION = 2
 
 # Training checkpoints wrap the weights; these are the keys that hold them, best first.
 _WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "module", "net", "weights")
