@@ -8,29 +8,27 @@ from tests.training.conftest import tiny_recipe
 import effnet
 from effnet.errors import EffnetError
 from effnet.training import engine
+from effnet.training.callbacks import Callback
 
 
 def weights_of(run_dir, name="last.safetensors"):
     return load_file(str(run_dir / name))
 
 
-def train_interrupted_at_step(recipe: dict, monkeypatch, step: int = 3) -> None:
-    """Run ``recipe`` and raise KeyboardInterrupt at its ``step``-th batch (default: epoch 2's first)."""
-    original_step = engine._Trainer._step
-    calls = {"n": 0}
+class InterruptAtStep(Callback):
+    """Ctrl-C just before the optimizer's ``step``-th step (default: epoch 2's first)."""
 
-    def step_then_interrupt(self):
-        calls["n"] += 1
-        if calls["n"] == step:
+    def __init__(self, step: int = 3) -> None:
+        self.step = step
+
+    def on_after_backward(self, trainer):
+        if trainer.global_step + 1 == self.step:
             raise KeyboardInterrupt
-        original_step(self)
 
-    monkeypatch.setattr(engine._Trainer, "_step", step_then_interrupt)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            effnet.train(recipe)
-    finally:
-        monkeypatch.setattr(engine._Trainer, "_step", original_step)
+
+def train_interrupted_at_step(recipe: dict, step: int = 3) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        effnet.train(recipe, callbacks=[InterruptAtStep(step)])
 
 
 def test_fine_tune_writes_a_complete_run(image_folder, tmp_path):
@@ -46,7 +44,7 @@ def test_fine_tune_writes_a_complete_run(image_folder, tmp_path):
         "tensorboard",
     }
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == [0, 1] and rows[-1]["val_top1"] is not None
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["val_top1"] is not None
     assert rows[1]["train_loss"] < rows[0]["train_loss"]
     assert any(p.name.startswith("events.out.tfevents") for p in (run / "tensorboard").iterdir())
     summary = json.loads((run / "summary.json").read_text())
@@ -63,7 +61,7 @@ def test_interrupted_run_resumes_to_the_same_weights(image_folder, tmp_path, mon
     recipe = dict(augment="trivialaugment", drop_path=0.2, lr=3e-3, epochs=3)
     effnet.train(tiny_recipe(image_folder, tmp_path / "straight", **recipe))
 
-    train_interrupted_at_step(tiny_recipe(image_folder, tmp_path / "resumed", **recipe), monkeypatch)
+    train_interrupted_at_step(tiny_recipe(image_folder, tmp_path / "resumed", **recipe))
     assert (tmp_path / "resumed" / "interrupted.safetensors").exists()
     effnet.train(tiny_recipe(image_folder, tmp_path / "resumed", resume=True, **recipe))
 
@@ -72,7 +70,7 @@ def test_interrupted_run_resumes_to_the_same_weights(image_folder, tmp_path, mon
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
     lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["epoch"] for line in lines] == [0, 1, 2]
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
 
 
 def test_existing_run_is_not_overwritten_and_resume_needs_a_run(image_folder, tmp_path):
@@ -96,14 +94,14 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(image_folder, 
     def poisoned(self, logits, target):
         calls["n"] += 1
         loss = original(self, logits, target)
-        return loss * float("nan") if calls["n"] > 2 else loss  # epoch 0 has two steps
+        return loss * float("nan") if calls["n"] > 2 else loss  # the first epoch has two steps
 
     monkeypatch.setattr(torch.nn.CrossEntropyLoss, "forward", poisoned)
-    with pytest.raises(engine.NonFiniteLoss, match="the loss became nan in epoch 1"):
+    with pytest.raises(engine.NonFiniteLoss, match="the loss became nan in epoch 2"):
         effnet.train(tiny_recipe(image_folder, run, epochs=3))
     kept = effnet.create_model(weights=run / "last.safetensors")
     assert all(torch.isfinite(p).all() for p in kept.parameters())
-    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 0
+    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 1
 
 
 def test_frozen_backbone_trains_only_the_head_then_unfreezes(image_folder, tmp_path):
@@ -194,7 +192,7 @@ def test_compiled_training_saves_plain_checkpoints_and_resumes(image_folder, tmp
 
     monkeypatch.setattr(torch, "compile", eager_compile)
     run = tmp_path / "compiled"
-    train_interrupted_at_step(tiny_recipe(image_folder, run, compile=True, **recipe), monkeypatch)
+    train_interrupted_at_step(tiny_recipe(image_folder, run, compile=True, **recipe))
     effnet.train(tiny_recipe(image_folder, run, compile=True, resume=True, **recipe))
 
     assert calls and set(calls) == {"EfficientNet"}

@@ -86,7 +86,7 @@ def assert_same_weights(run: Path, reference: Path) -> None:
 
 def assert_complete_run(run: Path) -> None:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == list(range(EPOCHS))
+    assert [r["epoch"] for r in rows] == list(range(1, EPOCHS + 1))
     assert load_state(run / STATE_FILE)["epoch"] == EPOCHS
     assert not list(run.glob(".*.tmp")), "temporary files left behind"
 
@@ -232,9 +232,9 @@ def test_ctrl_c_saves_exits_130_and_resume_ends_like_an_uninterrupted_run(proces
     committed = load_state(run / STATE_FILE)["epoch"]
     assert interrupted["metrics"] == {"interrupted": True}
     # The signal lands in the second epoch (or just before it starts, or just after its commit).
-    assert interrupted["epoch"] in (committed, committed - 1)
+    assert interrupted["epoch"] in (committed + 1, committed)
     # last.safetensors is the last complete epoch (or the interrupted one, if it was cut during its commit).
-    assert last["epoch"] in (committed - 1, committed)
+    assert last["epoch"] in (committed, committed + 1)
 
     resume_in_process(outcome.recipe, capsys)
     assert_complete_run(run)
@@ -299,7 +299,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_says_why(
         assert (run / target).read_bytes() == seen["before"]
     assert_loadable_checkpoints(run)
     if target == "last.safetensors":
-        assert read_metadata(run / target)["epoch"] == 0  # still the last complete epoch
+        assert read_metadata(run / target)["epoch"] == 1  # still the last complete epoch
         assert load_state(run / STATE_FILE)["epoch"] == 1
     else:
         # The first epoch's weights were written but never committed: --resume starts over and finishes

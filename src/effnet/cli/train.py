@@ -79,15 +79,11 @@ def run(args: argparse.Namespace) -> int:
 
     fields = set(TrainConfig.__dataclass_fields__)
     overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    if args.config:
-        from effnet.training.config import resolve_config
-
-        result = train(resolve_config(args.config, **overrides))
-    else:
-        result = train(TrainConfig.from_dict(overrides))
+    # With --resume, the run directory's config.yaml supplies every setting not given here.
+    result = train(args.config or {}, **overrides)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
-        best = f"{result.best_top1:.2f}% at epoch {result.best_epoch + 1}" if result.best_top1 is not None else "n/a"
+        best = f"{result.best_top1:.2f}% at epoch {result.best_epoch}" if result.best_top1 is not None else "n/a"
         print(f"done: best validation top-1 {best}; weights in {result.best_path}")
     return 0

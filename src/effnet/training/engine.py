@@ -1,4 +1,11 @@
-"""The training engine behind ``effnet train`` and ``effnet.train``.
+"""The training engine: :func:`fit` trains a model it is given; :func:`train` builds one from a recipe.
+
+``effnet train`` and ``effnet.train`` are a thin builder over :func:`fit`. Compression plugs in
+through the public surface: a :class:`~effnet.training.tasks.Task` owns the loss (classification,
+distillation), :class:`~effnet.training.callbacks.Callback` objects receive the loop's events
+(after backward, after the optimizer step, at epoch boundaries, on save), and
+:meth:`Trainer.replace_model` swaps the network mid-run (a pruned copy) with a new optimizer,
+EMA and DDP/compile wrapper.
 
 Transfer learning follows the standard recipe (Kornblith et al., 2019, "Do Better ImageNet
 Models Transfer Better?", https://arxiv.org/abs/1805.08974): a new head for the new classes,
@@ -22,7 +29,8 @@ import re
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +42,17 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from effnet.data.datasets import DataSplits
 from effnet.devices import resolve_device
 from effnet.errors import EffnetError, out_of_memory_message
 from effnet.factory import create_model
 from effnet.training import distributed as D
-from effnet.training.config import TrainConfig, resolve_config
+from effnet.training.callbacks import Callback
+from effnet.training.config import TrainConfig, load_yaml
 from effnet.training.evaluate import EvalResult, evaluate
 from effnet.training.schedule import warmup_cosine
 from effnet.training.state import STATE_FILE, RunLock, load_state, save_state, write_json, write_text
+from effnet.training.tasks import Batch, ClassificationTask, Task
 from effnet.training.transforms import batch_mixer, override_preprocessing, resized, train_transform
 from effnet.weights.io import write_checkpoint
 from effnet.weights.specs import Preprocessing
@@ -66,9 +77,11 @@ class TrainResult:
     last_path: str = ""
     train_time_s: float = 0.0
     skipped_images: int = 0
+    model: nn.Module | None = field(default=None, repr=False, compare=False)  # the trained network
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON-ready results (without the model). Epochs count from 1."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
 
 
 def seed_everything(seed: int) -> None:
@@ -144,8 +157,8 @@ def _loader(dataset: Any, batch_size: int, sampler: Any, workers: int, drop_last
     )
 
 
-def _read_metrics(path: Path, upto_epoch: int) -> list[dict]:
-    """Valid metric lines for epochs below ``upto_epoch`` (a line cut by a crash is dropped)."""
+def _read_metrics(path: Path, epochs_done: int) -> list[dict]:
+    """Valid metric lines of the first ``epochs_done`` epochs (a line cut by a crash is dropped)."""
     rows = []
     if path.exists():
         for line in path.read_text().splitlines():
@@ -153,7 +166,7 @@ def _read_metrics(path: Path, upto_epoch: int) -> list[dict]:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if isinstance(row, dict) and isinstance(row.get("epoch"), int) and row["epoch"] < upto_epoch:
+            if isinstance(row, dict) and isinstance(row.get("epoch"), int) and 1 <= row["epoch"] <= epochs_done:
                 rows.append(row)
     return rows
 
@@ -172,22 +185,111 @@ def _append_line(path: Path, row: dict) -> None:
         ) from None
 
 
-def train(config: TrainConfig | dict | str | os.PathLike[str], **overrides: Any) -> TrainResult:
-    """Train or fine-tune a classifier; returns the run's results.
+RecipeLike = TrainConfig | dict | str | os.PathLike[str]
+
+
+def fit(
+    model: nn.Module,
+    data: str | os.PathLike[str] | DataSplits | None = None,
+    recipe: RecipeLike | None = None,
+    *,
+    task: Task | None = None,
+    callbacks: Sequence[Callback] = (),
+    **overrides: Any,
+) -> TrainResult:
+    """Train ``model`` (in place) on ``data`` with ``recipe``; the engine behind ``effnet train``.
+
+    Args:
+        model: an effnet model (:func:`effnet.create_model`, a pruned or otherwise edited copy,
+            a baseline). Its classifier is replaced when the data has another number of classes.
+        data: an image folder, CSV, ``fashion-mnist``/``cifar10`` (preprocessed to the model's
+            input) or a :class:`~effnet.data.datasets.DataSplits` whose datasets already yield
+            ``(image tensor, label)``; default: the recipe's ``data``.
+        recipe: a :class:`TrainConfig`, a dict of its fields or a YAML file; ``overrides``
+            replace single fields. Its ``model``/``weights`` only record where the model came from.
+        task: what is optimised (default: :class:`~effnet.training.tasks.ClassificationTask`).
+        callbacks: :class:`~effnet.training.callbacks.Callback` objects; their state is saved
+            with every epoch and restored on ``resume=True``.
+
+    Returns the run's :class:`TrainResult`; ``result.model`` is the trained network (a new
+    object if a callback called :meth:`Trainer.replace_model`).
+
+    Example::
+
+        model = effnet.create_model("efficientnet_lite0", weights="imagenet")
+        effnet.fit(model, "photos/", {"out": "runs/x", "epochs": 3}, callbacks=[MyCallback()])
+    """
+    if not all(hasattr(model, a) for a in ("classifier_name", "reset_classifier", "arch_dict")):
+        raise EffnetError(f"fit needs an effnet model (from effnet.create_model), not a plain {type(model).__name__}")
+    given = {} if data is None or isinstance(data, DataSplits) else {"data": os.fspath(data)}
+    splits = data if isinstance(data, DataSplits) else None
+    if splits is not None:
+        given["data"] = splits.source
+    cfg = _recipe(recipe if recipe is not None else {}, {**overrides, **given, "model": _model_name(model)})
+    meta = getattr(model, "pretrained_meta", None) or {}
+    return _launch(
+        cfg,
+        lambda: model,
+        splits,
+        task if task is not None else ClassificationTask(cfg.label_smoothing),
+        callbacks,
+        fine_tuning=bool(meta.get("weights")),
+    )
+
+
+def train(config: RecipeLike, *, callbacks: Sequence[Callback] = (), **overrides: Any) -> TrainResult:
+    """Train or fine-tune the model a recipe names; returns the run's results.
 
     ``config`` is a :class:`TrainConfig`, a dict of its fields, or a YAML file; ``overrides``
-    replace single fields. Example::
+    replace single fields; ``callbacks`` as in :func:`fit`. With ``resume=True`` the run
+    directory's own ``config.yaml`` supplies every setting not given, so
+    ``{"out": "runs/fm", "resume": True}`` alone continues a run.
+    Example::
 
         effnet.train({"model": "efficientnet_lite0", "weights": "imagenet",
                       "data": "fashion-mnist", "out": "runs/fm", "epochs": 3})
     """
-    if isinstance(config, TrainConfig):
-        cfg = TrainConfig.from_dict({**config.to_dict(), **overrides}).validate()
-    elif isinstance(config, dict):
-        cfg = TrainConfig.from_dict({**config, **overrides}).validate()
-    else:
-        cfg = resolve_config(config, **overrides)
+    cfg = _recipe(config, overrides)
 
+    def build() -> nn.Module:
+        seed_everything(cfg.seed)  # the initial weights of a from-scratch model depend on it
+        return create_model(cfg.model, weights=cfg.weights, drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path)
+
+    task = ClassificationTask(cfg.label_smoothing)
+    return _launch(cfg, build, None, task, callbacks, fine_tuning=cfg.weights is not None)
+
+
+def _recipe(config: RecipeLike, overrides: dict[str, Any]) -> TrainConfig:
+    """The validated recipe; on resume, the run directory's config.yaml fills what is not given."""
+    source = "config"
+    if isinstance(config, TrainConfig):
+        data = config.to_dict()
+    elif isinstance(config, dict):
+        data = dict(config)
+    else:
+        source = os.fspath(config)
+        data = load_yaml(config)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    out = data.get("out")
+    if data.get("resume") and out and (Path(out) / "config.yaml").is_file():
+        recorded = load_yaml(Path(out) / "config.yaml")
+        data = {**recorded, **data}
+    return TrainConfig.from_dict(data, source=source).validate()
+
+
+def _model_name(model: nn.Module) -> str:
+    config = getattr(model, "config", None)
+    return str(getattr(config, "name", None) or getattr(model, "baseline_name", None) or type(model).__name__)
+
+
+def _launch(
+    cfg: TrainConfig,
+    build: Callable[[], nn.Module],
+    splits: DataSplits | None,
+    task: Task,
+    callbacks: Sequence[Callback],
+    fine_tuning: bool,
+) -> TrainResult:
     device = resolve_device(cfg.device)
     info = D.init_distributed(device.type)
     if info.enabled and device.type == "cuda":
@@ -197,24 +299,58 @@ def train(config: TrainConfig | dict | str | os.PathLike[str], **overrides: Any)
     try:
         lock = RunLock(run_dir) if info.is_main else contextlib.nullcontext()
         with lock:
-            return _Trainer(cfg, device, info, run_dir).run()
+            trainer = Trainer(cfg, device, info, run_dir, task, list(callbacks))
+            if trainer.is_main:
+                trainer._check_run_dir()
+            trainer._build(build(), splits, fine_tuning)
+            return trainer._run()
     finally:
         D.cleanup_distributed()
 
 
-class _Trainer:
-    def __init__(self, cfg: TrainConfig, device: torch.device, info: D.DistInfo, run_dir: Path) -> None:
-        self.cfg, self.device, self.info, self.run_dir = cfg, device, info, run_dir
-        self.main = info.is_main
+class Trainer:
+    """One training run, as tasks and callbacks see it.
+
+    Attributes they may read: ``recipe`` (the :class:`TrainConfig`), ``device``, ``run_dir``,
+    ``is_main`` (rank 0, the process that writes files), ``model`` (the network being trained,
+    unwrapped), ``ema`` (the ``AveragedModel`` or None) and ``ema_model`` (its network),
+    ``optimizer``, ``scheduler``, ``scaler``, ``classes``, ``preprocessing``, ``data``,
+    ``epoch`` (1-based, the epoch being trained), ``global_step`` (optimizer steps so far) and
+    ``steps_per_epoch``. To change the network itself call :meth:`replace_model`.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        device: torch.device,
+        info: D.DistInfo,
+        run_dir: Path,
+        task: Task,
+        callbacks: list[Callback],
+    ) -> None:
+        self.recipe, self.device, self.info, self.run_dir = cfg, device, info, run_dir
+        self.task, self.callbacks = task, callbacks
+        self.is_main = info.is_main
         self.state_path = run_dir / STATE_FILE
+        self.epoch = 0
+        self.global_step = 0
 
     def log(self, message: str) -> None:
-        if self.main:
+        """One line on stderr, from the main process only."""
+        if self.is_main:
             print(f"effnet: {message}", file=sys.stderr, flush=True)
+
+    @property
+    def ema_model(self) -> nn.Module | None:
+        return self.ema.module if self.ema is not None else None
+
+    def _emit(self, event: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            getattr(callback, event)(self, *args)
 
     # ----------------------------------------------------------------- setup
     def _check_run_dir(self) -> None:
-        cfg = self.cfg
+        cfg = self.recipe
         existing = (self.run_dir / "last.safetensors").exists() or self.state_path.exists()
         started = (self.run_dir / "config.yaml").exists()  # written when a run begins its first epoch
         if cfg.resume and not self.state_path.exists() and not started:
@@ -226,7 +362,7 @@ class _Trainer:
         if cfg.resume:
             recorded_path = self.run_dir / "config.yaml"
             if recorded_path.exists():
-                recorded = yaml.safe_load(recorded_path.read_text()) or {}
+                recorded = load_yaml(recorded_path)
                 mine = cfg.to_dict()
                 changed = sorted(k for k in recorded if k not in _RESUMABLE and recorded.get(k) != mine.get(k))
                 if changed:
@@ -235,28 +371,31 @@ class _Trainer:
                         "resume with the same recipe (only epochs, workers and device may change)"
                     )
 
-    def _build(self) -> None:
+    def _build(self, model: nn.Module, splits: DataSplits | None, fine_tuning: bool) -> None:
         from effnet.data.datasets import load_data
 
-        cfg, info = self.cfg, self.info
-        seed_everything(cfg.seed)  # the initial weights of a from-scratch model depend on it
-        # The model first (without data) to learn its preprocessing; then the data; then the head.
-        probe = create_model(cfg.model, weights=cfg.weights, drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path)
-        pre = Preprocessing.from_dict(probe.pretrained_meta["preprocessing"])
+        cfg, info = self.recipe, self.info
+        meta = getattr(model, "pretrained_meta", None) or {}
+        if meta.get("preprocessing"):
+            pre = Preprocessing.from_dict(meta["preprocessing"])
+        else:
+            pre = Preprocessing.default_for(cfg.img_size or getattr(getattr(model, "config", None), "resolution", 224))
         self.preprocessing = override_preprocessing(
             resized(pre, cfg.img_size), cfg.crop_pct, cfg.interpolation, cfg.mean, cfg.std
         )
         Preprocessing.from_dict(self.preprocessing.to_dict())  # the checks a checkpoint's metadata must pass
-        self.data = load_data(
-            cfg.data,
-            data_dir=cfg.data_dir,
-            val_split=cfg.val_split,
-            seed=cfg.seed,
-            strict=cfg.strict,
-            train_transform=train_transform(self.preprocessing, cfg.augment, tuple(cfg.crop_scale)),
-            eval_transform=_eval_transform(self.preprocessing),
-            subset=cfg.subset,
-        )
+        if splits is None:
+            splits = load_data(
+                cfg.data,
+                data_dir=cfg.data_dir,
+                val_split=cfg.val_split,
+                seed=cfg.seed,
+                strict=cfg.strict,
+                train_transform=train_transform(self.preprocessing, cfg.augment, tuple(cfg.crop_scale)),
+                eval_transform=_eval_transform(self.preprocessing),
+                subset=cfg.subset,
+            )
+        self.data = splits
         if self.data.train is None or len(self.data.train) == 0:
             raise EffnetError(f"{cfg.data} has no training images")
         if self.data.skipped:
@@ -264,20 +403,12 @@ class _Trainer:
                 self.log(f"warning: skipped {message}")
             self.log(f"warning: {len(self.data.skipped)} unreadable images skipped (use --strict to stop instead)")
         self.classes = list(self.data.classes)
-        model = probe
         if model.num_classes != len(self.classes):
             torch.manual_seed(cfg.seed)
             model.reset_classifier(len(self.classes))
-        self.fine_tuning = cfg.weights is not None
-        self.freeze_bn = cfg.freeze_bn if cfg.freeze_bn is not None else self.fine_tuning
-        if cfg.sync_bn and info.enabled:
-            model = D.convert_sync_batchnorm(model, self.device.type)
-        model.to(self.device)
+        self.fine_tuning = fine_tuning
+        self.freeze_bn = cfg.freeze_bn if cfg.freeze_bn is not None else fine_tuning
         self.channels_last = cfg.channels_last if cfg.channels_last is not None else self.device.type == "cpu"
-        if self.channels_last:
-            model.to(memory_format=torch.channels_last)
-        self.model = model
-        self.optimizer = build_optimizer(model, cfg, self.fine_tuning, info.world_size)
         self.sampler = DistributedSampler(
             self.data.train, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed
         )
@@ -286,38 +417,83 @@ class _Trainer:
         self.val_loader = (
             _loader(self.data.val, cfg.batch_size, None, cfg.workers, False, cfg.seed) if self.data.val else None
         )
-        steps_per_epoch = math.ceil(len(self.train_loader) / cfg.accum_steps)
-        base_lr = max(g["lr"] for g in self.optimizer.param_groups)
-        self.scheduler = warmup_cosine(
-            self.optimizer,
-            total_steps=steps_per_epoch * cfg.epochs,
-            warmup_steps=int(round(cfg.warmup_epochs * steps_per_epoch)),
-            min_lr_ratio=cfg.min_lr / base_lr if base_lr > 0 else 0.0,
-        )
+        self.steps_per_epoch = math.ceil(len(self.train_loader) / cfg.accum_steps)
         self.amp_dtype = _AMP[cfg.amp]
         if self.amp_dtype is torch.float16 and self.device.type == "cpu":
             self.log("note: fp16 autocast on CPU is slow on most processors; bf16 is usually the better choice")
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype is torch.float16)
+        self.mixer = batch_mixer(cfg.mixup, cfg.cutmix, len(self.classes))
+        self.start_epoch, self.best_top1, self.best_epoch = 0, None, None
+        self.backbone_on = True
+        self._install(model)
+
+    def _install(self, model: nn.Module) -> None:
+        """Make ``model`` the one trained: on the device, with its own optimizer, schedule and EMA."""
+        cfg = self.recipe
+        if cfg.sync_bn and self.info.enabled:
+            model = D.convert_sync_batchnorm(model, self.device.type)
+        model.to(self.device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.optimizer = build_optimizer(model, cfg, self.fine_tuning, self.info.world_size)
+        base_lr = max(g["lr"] for g in self.optimizer.param_groups)
+        self.scheduler = warmup_cosine(
+            self.optimizer,
+            total_steps=self.steps_per_epoch * cfg.epochs,
+            warmup_steps=int(round(cfg.warmup_epochs * self.steps_per_epoch)),
+            min_lr_ratio=cfg.min_lr / base_lr if base_lr > 0 else 0.0,
+        )
+        _fast_forward(self.scheduler, self.global_step)
         self.ema = (
             AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
             if cfg.ema
             else None
         )
-        self.mixer = batch_mixer(cfg.mixup, cfg.cutmix, len(self.classes))
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        self.start_epoch, self.best_top1, self.best_epoch = 0, None, None
         self.step_fn_model: nn.Module = model
-        if cfg.compile:
-            self.step_fn_model = torch.compile(model)
+        self.task.setup(self)
+
+    def replace_model(self, model: nn.Module) -> None:
+        """Train ``model`` from now on, e.g. a pruned copy of :attr:`model`.
+
+        It gets a new optimizer (momentum and Adam statistics start afresh), the learning-rate
+        schedule continues at the current step, the EMA restarts from its weights, and the
+        DDP/compile wrappers are rebuilt. Call it from a callback event; the training state
+        records the new architecture, so ``resume`` rebuilds it.
+        """
+        if not hasattr(model, "arch_dict") or model.num_classes != len(self.classes):
+            raise EffnetError(f"the replacement model must be an effnet model with {len(self.classes)} classes")
+        self._install(model)
+        self._wrap(self.backbone_on)
+        self._train_mode()
+
+    def _model_from_arch(self, arch: dict[str, Any]) -> nn.Module:
+        """The network a training state records (it differs when a callback replaced the model)."""
+        from effnet.models.config import EfficientNetConfig
+        from effnet.models.efficientnet import EfficientNet
+
+        if not isinstance(arch, dict) or "family" in arch:
+            raise EffnetError(f"the training state in {self.run_dir} records another model; cannot resume")
+        try:
+            model = EfficientNet(EfficientNetConfig.from_dict(arch))
+        except EffnetError as exc:
+            raise EffnetError(f"the training state in {self.run_dir} records an invalid architecture: {exc}") from None
+        model.pretrained_meta = dict(getattr(self.model, "pretrained_meta", None) or {})
+        return model
 
     def _wrap(self, trainable_backbone: bool) -> None:
         """(Re)build the DDP wrapper; DDP only syncs parameters that required grad when it was built."""
         set_backbone_trainable(self.model, trainable_backbone)
-        base = torch.compile(self.model) if self.cfg.compile else self.model
+        base = torch.compile(self.model) if self.recipe.compile else self.model
         if self.info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             base = DistributedDataParallel(base, device_ids=ids)
         self.step_fn_model = base
+
+    def _train_mode(self) -> None:
+        self.step_fn_model.train()
+        if self.freeze_bn or not self.backbone_on:
+            freeze_batchnorm_stats(self.model)
 
     def _metadata(self, epoch: int, metrics: dict) -> dict:
         return {
@@ -326,7 +502,7 @@ class _Trainer:
             "preprocessing": self.preprocessing.to_dict(),
             "epoch": epoch,
             "metrics": metrics,
-            "recipe": self.cfg.to_dict(),
+            "recipe": self.recipe.to_dict(),
         }
 
     def _eval_model(self) -> nn.Module:
@@ -335,6 +511,8 @@ class _Trainer:
     def _state(self, epoch_done: int) -> dict:
         return {
             "epoch": epoch_done,
+            "global_step": self.global_step,
+            "arch": self.model.arch_dict(),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -343,6 +521,8 @@ class _Trainer:
             "best_top1": self.best_top1,
             "best_epoch": self.best_epoch,
             "classes": self.classes,
+            "task": self.task.state_dict(),
+            "callbacks": [c.state_dict() for c in self.callbacks],
         }
 
     def _resume(self) -> None:
@@ -353,26 +533,36 @@ class _Trainer:
         state = load_state(self.state_path)
         if state.get("classes") != self.classes:
             raise EffnetError(f"the data's classes differ from those of the run in {self.run_dir}; cannot resume")
+        saved = state.get("callbacks") or []
+        if any(saved) and len(saved) != len(self.callbacks):  # stateless callbacks may come and go
+            raise EffnetError(
+                f"the run in {self.run_dir} was saved with {len(saved)} callbacks, not {len(self.callbacks)}; "
+                "resume it with the same callbacks"
+            )
+        self.start_epoch = int(state["epoch"])
+        self.global_step = int(state.get("global_step", self.start_epoch * self.steps_per_epoch))
+        arch = state.get("arch")
+        if arch is not None and arch != self.model.arch_dict():
+            self._install(self._model_from_arch(arch))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
-        self.start_epoch = int(state["epoch"])
+        self.task.load_state_dict(state.get("task") or {})
+        for callback, callback_state in zip(self.callbacks, saved, strict=False):
+            callback.load_state_dict(callback_state)
         self.best_top1, self.best_epoch = state.get("best_top1"), state.get("best_epoch")
         self.log(f"resuming {self.run_dir} after epoch {self.start_epoch}")
 
     # ------------------------------------------------------------------ loop
-    def run(self) -> TrainResult:
-        cfg = self.cfg
-        if self.main:
-            self._check_run_dir()
-        self._build()
+    def _run(self) -> TrainResult:
+        cfg = self.recipe
         if cfg.resume:
             self._resume()
-        history = _read_metrics(self.run_dir / "metrics.jsonl", self.start_epoch) if self.main else []
-        if self.main:
+        history = _read_metrics(self.run_dir / "metrics.jsonl", self.start_epoch) if self.is_main else []
+        if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             for stale in self.run_dir.glob(".*.tmp"):  # atomic_write's leftovers from a killed run (we hold the lock)
                 stale.unlink(missing_ok=True)
@@ -381,23 +571,24 @@ class _Trainer:
             write_text(self.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
         writer = self._tensorboard()
         started = time.monotonic()
-        backbone_on = not (cfg.freeze_backbone and (cfg.unfreeze_at is None or self.start_epoch < cfg.unfreeze_at))
-        self._wrap(backbone_on)
+        self.backbone_on = not (cfg.freeze_backbone and (cfg.unfreeze_at is None or self.start_epoch < cfg.unfreeze_at))
+        self._wrap(self.backbone_on)
+        self._emit("on_fit_start")
         epoch = self.start_epoch
         # Ctrl-C and out-of-memory are handled for the whole loop: in training, validation, saving
         # and between epochs alike.
         try:
             for epoch in range(self.start_epoch, cfg.epochs):
                 if cfg.freeze_backbone and cfg.unfreeze_at is not None and epoch == cfg.unfreeze_at:
-                    self.log(f"epoch {epoch}: unfreezing the backbone")
+                    self.log(f"epoch {epoch + 1}: unfreezing the backbone")
+                    self.backbone_on = True
                     self._wrap(True)
-                    backbone_on = True
-                row = self._epoch(epoch, backbone_on)
+                row = self._epoch(epoch)
                 history.append(row)
                 if writer is not None:
                     for key, value in row.items():
                         if key != "epoch" and isinstance(value, int | float):
-                            writer.add_scalar(key, value, epoch)
+                            writer.add_scalar(key, value, row["epoch"])
                     writer.flush()
         except KeyboardInterrupt:
             self._save_interrupted(epoch)
@@ -417,45 +608,44 @@ class _Trainer:
             last_path=str(self.run_dir / "last.safetensors"),
             train_time_s=time.monotonic() - started,
             skipped_images=len(self.data.skipped),
+            model=self.model,
         )
-        if self.main:
+        if self.is_main:
             self._write_summary(result)
+        self._emit("on_fit_end", result)
         return result
 
     def _tensorboard(self) -> Any:
-        if not (self.main and self.cfg.tensorboard):
+        if not (self.is_main and self.recipe.tensorboard):
             return None
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             self.log("warning: tensorboard is not installed; no event files (pip install tensorboard)")
             return None
-        return SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.start_epoch or None)
+        return SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=(self.start_epoch + 1) or None)
 
     def _save_interrupted(self, epoch: int) -> None:
         """Ctrl-C: keep the weights so far beside the last complete epoch's checkpoint."""
-        if not self.main:
+        if not self.is_main:
             return
-        path = write_checkpoint(
-            self.run_dir / "interrupted.safetensors",
-            self._eval_model().state_dict(),
-            self._metadata(epoch, {"interrupted": True}),
-        )
+        meta = self._metadata(epoch + 1, {"interrupted": True})
+        self._emit("on_save", epoch + 1, meta)
+        path = write_checkpoint(self.run_dir / "interrupted.safetensors", self._eval_model().state_dict(), meta)
         self.log(
-            f"interrupted in epoch {epoch}: weights so far saved to {path}; the last complete epoch is in "
+            f"interrupted in epoch {epoch + 1}: weights so far saved to {path}; the last complete epoch is in "
             f"{self.run_dir / 'last.safetensors'} (continue with --resume)"
         )
 
-    def _epoch(self, epoch: int, backbone_on: bool) -> dict:
-        cfg, info = self.cfg, self.info
+    def _epoch(self, epoch: int) -> dict:
+        cfg, info = self.recipe, self.info
         # All randomness of an epoch comes from (seed, epoch): resume replays it exactly.
         seed_everything(_epoch_seed(cfg.seed, epoch, info.rank))
         self.sampler.set_epoch(epoch)
         self.train_loader.generator.manual_seed(_epoch_seed(cfg.seed, epoch, info.rank))
-        model = self.step_fn_model
-        model.train()
-        if self.freeze_bn or not backbone_on:
-            freeze_batchnorm_stats(self.model)
+        self.epoch = epoch + 1
+        self._emit("on_epoch_start", self.epoch)
+        self._train_mode()
         started = time.monotonic()
         seen, loss_sum, correct = 0, 0.0, 0
         bar = self._progress(epoch)
@@ -466,12 +656,12 @@ class _Trainer:
                 targets = targets.to(self.device, non_blocking=True)
                 if self.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
-                hard = targets
-                soft = None
+                batch = Batch(images, targets)
                 if self.mixer is not None:
-                    images, soft = self.mixer(images, targets)
+                    batch.images, batch.soft_targets = self.mixer(images, targets)
                 micro += 1
                 last_micro = micro % cfg.accum_steps == 0 or micro == len(self.train_loader)
+                model = self.step_fn_model
                 sync = contextlib.nullcontext()
                 if info.enabled and not last_micro:
                     sync = model.no_sync()
@@ -479,21 +669,21 @@ class _Trainer:
                     with torch.autocast(
                         self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
                     ):
-                        logits = model(images)
-                        loss = self.criterion(logits.float(), soft if soft is not None else targets)
+                        loss, logits = self.task.loss(self, model, batch)
                     bad = not bool(torch.isfinite(loss))
                     if D.any_rank(bad, info):
                         raise NonFiniteLoss(
-                            f"the loss became {loss.item()} in epoch {epoch} after {seen} images; stopped. The last "
-                            f"good checkpoint is in {self.run_dir}. Try a lower --lr, --grad-clip 1.0 or --amp bf16/off"
+                            f"the loss became {loss.item()} in epoch {epoch + 1} after {seen} images; stopped. The "
+                            f"last good checkpoint is in {self.run_dir}. Try a lower --lr, --grad-clip 1.0 or "
+                            "--amp bf16/off"
                         )
                     self.scaler.scale(loss / cfg.accum_steps).backward()
                 if last_micro:
                     self._step()
-                n = hard.shape[0]
+                n = targets.shape[0]
                 seen += n
                 loss_sum += loss.item() * n
-                correct += (logits.detach().argmax(dim=1) == hard).sum().item()
+                correct += (logits.detach().argmax(dim=1) == targets).sum().item()
                 if bar is not None:
                     elapsed = max(time.monotonic() - started, 1e-9)
                     bar.set_postfix(
@@ -509,7 +699,7 @@ class _Trainer:
         elapsed = time.monotonic() - started
         train_loss, train_top1 = _reduce_train_stats(loss_sum, correct, seen, info)
         row: dict[str, Any] = {
-            "epoch": epoch,
+            "epoch": epoch + 1,
             "train_loss": train_loss,
             "train_top1": train_top1,
             "val_loss": None,
@@ -521,12 +711,13 @@ class _Trainer:
         }
         last_epoch = epoch == cfg.epochs - 1
         evaluated: EvalResult | None = None
-        if self.main and self.val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or last_epoch):
+        if self.is_main and self.val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or last_epoch):
             evaluated = evaluate(
                 self._eval_model(), self.val_loader, self.classes, self.device, self.amp_dtype, self.channels_last
             )
             row.update(val_loss=evaluated.loss, val_top1=evaluated.top1, val_top5=evaluated.top5)
-        if self.main:
+        self._emit("on_epoch_end", epoch + 1, row)
+        if self.is_main:
             self._save(epoch, row, evaluated)
             self.log(_epoch_line(row, cfg.epochs))
         if info.enabled:
@@ -534,9 +725,11 @@ class _Trainer:
         return row
 
     def _step(self) -> None:
-        cfg = self.cfg
+        cfg = self.recipe
+        if cfg.grad_clip or self.callbacks:
+            self.scaler.unscale_(self.optimizer)  # callbacks and clipping see true gradients
+        self._emit("on_after_backward")
         if cfg.grad_clip:
-            self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -545,17 +738,20 @@ class _Trainer:
             # GradScaler skips steps whose gradients overflowed; the schedule still advances.
             warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
             self.scheduler.step()
+        self.global_step += 1
         if self.ema is not None:
             self.ema.update_parameters(self.model)
+        self._emit("on_after_step")
 
     def _save(self, epoch: int, row: dict, evaluated: EvalResult | None) -> None:
         weights = self._eval_model().state_dict()
-        meta = self._metadata(epoch, row)
+        meta = self._metadata(epoch + 1, row)
+        self._emit("on_save", epoch + 1, meta)
         write_checkpoint(self.run_dir / "last.safetensors", weights, meta)
         score = row["val_top1"] if row["val_top1"] is not None else None
         improved = score is not None and (self.best_top1 is None or score > self.best_top1)
         if improved or (self.val_loader is None):
-            self.best_top1, self.best_epoch = score, epoch
+            self.best_top1, self.best_epoch = score, epoch + 1
             write_checkpoint(self.run_dir / "best.safetensors", weights, meta)
         if evaluated is not None:
             write_json(self.run_dir / "eval_last.json", evaluated.to_dict())
@@ -572,13 +768,13 @@ class _Trainer:
             flops = None
         best = self.run_dir / "best.safetensors"
         summary = {
-            "model": self.cfg.model,
+            "model": _model_name(self.model),
             "params": count_params(model),
             "flops": flops,
             "size_mb": best.stat().st_size / 2**20 if best.exists() else None,  # MiB, as effnet bench
             "best_val_top1": result.best_top1,
             "best_epoch": result.best_epoch,
-            "epochs": self.cfg.epochs,
+            "epochs": self.recipe.epochs,
             "classes": self.classes,
             "img_size": self.preprocessing.input_size,
             "train_time_s": result.train_time_s,
@@ -588,18 +784,29 @@ class _Trainer:
         write_json(self.run_dir / "summary.json", summary)
 
     def _progress(self, epoch: int) -> Any:
-        if not (self.main and self.cfg.progress):
+        if not (self.is_main and self.recipe.progress):
             return None
         from tqdm import tqdm
 
         return tqdm(
             total=len(self.train_loader),
-            desc=f"epoch {epoch + 1}/{self.cfg.epochs}",
+            desc=f"epoch {epoch + 1}/{self.recipe.epochs}",
             unit="batch",
             leave=False,
             file=sys.stderr,
             dynamic_ncols=True,
         )
+
+
+def _fast_forward(scheduler: torch.optim.lr_scheduler.LambdaLR, steps: int) -> None:
+    """Move a fresh LambdaLR to ``steps`` (a replaced model continues the schedule where it was)."""
+    if steps <= 0:
+        return
+    scheduler.last_epoch = steps
+    rates = [base * factor(steps) for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)]
+    for group, lr in zip(scheduler.optimizer.param_groups, rates, strict=True):
+        group["lr"] = lr
+    scheduler._last_lr = rates
 
 
 def _eval_transform(pre: Preprocessing) -> Any:
@@ -617,10 +824,10 @@ def _reduce_train_stats(loss_sum: float, correct: int, seen: int, info: D.DistIn
 
 
 def _epoch_line(row: dict, epochs: int) -> str:
-    text = f"epoch {row['epoch'] + 1}/{epochs}: train loss {row['train_loss']:.4f}, acc {row['train_top1']:.2f}%"
+    text = f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f}, acc {row['train_top1']:.2f}%"
     if row["val_top1"] is not None:
         text += f"; val loss {row['val_loss']:.4f}, top-1 {row['val_top1']:.2f}%, top-5 {row['val_top5']:.2f}%"
     return text + f"; {row['images_per_s']:.0f} img/s, {row['epoch_time_s']:.0f}s"
 
 
-__all__ = ["NonFiniteLoss", "TrainResult", "train"]
+__all__ = ["NonFiniteLoss", "TrainResult", "Trainer", "fit", "train"]
