@@ -5,7 +5,7 @@
 """
 
 from effnet.errors import EffnetError
-from effnet.factory import create_model, list_models
+from effnet.factory import create_model, list_models, save_model
 from effnet.models.config import EfficientNetConfig, StageSpec, get_config
 from effnet.models.efficientnet import EfficientNet
 from effnet.models.scaling import custom_config, resolve_stages, scaled_config
@@ -14,7 +14,11 @@ from effnet.weights.specs import Preprocessing, WeightSpec, list_weights
 __version__ = "0.1.0"
 
 _LAZY = {
+    "fit": ("effnet.training.engine", "fit"),
     "train": ("effnet.training.engine", "train"),
+    "Callback": ("effnet.training.callbacks", "Callback"),
+    "Task": ("effnet.training.tasks", "Task"),
+    "Trainer": ("effnet.training.engine", "Trainer"),
     "TrainConfig": ("effnet.training.config", "TrainConfig"),
     "TrainResult": ("effnet.training.engine", "TrainResult"),
     "evaluate_checkpoint": ("effnet.training.eval_checkpoint", "evaluate_checkpoint"),
@@ -31,21 +35,26 @@ def __getattr__(name: str):  # noqa: ANN202 - lazy imports keep `import effnet` 
 
 
 __all__ = [
+    "Callback",
     "EffnetError",
     "EfficientNet",
     "EfficientNetConfig",
     "Preprocessing",
     "StageSpec",
     "TrainConfig",
+    "Task",
     "TrainResult",
+    "Trainer",
     "WeightSpec",
     "__version__",
     "create_model",
     "custom_config",
     "evaluate_checkpoint",
+    "fit",
     "get_config",
     "list_models",
     "list_weights",
+    "save_model",
     "resolve_stages",
     "scaled_config",
     "train",

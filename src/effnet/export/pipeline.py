@@ -85,7 +85,9 @@ def export_metadata(model: nn.Module, img_size: int) -> dict[str, Any]:
     meta = dict(getattr(model, "pretrained_meta", None) or {})
     config = getattr(model, "config", None)
     out: dict[str, Any] = {"effnet_version": __version__, "img_size": img_size}
-    if config is not None and hasattr(config, "to_dict"):
+    if hasattr(model, "arch_dict"):
+        out["arch"] = model.arch_dict()  # block by block, so a pruned network is described exactly
+    elif config is not None and hasattr(config, "to_dict"):
         out["arch"] = config.to_dict()
     for key in ("weights", "preprocessing", "classes"):
         if key in meta:

@@ -31,7 +31,7 @@ class TrainConfig:
 
     data: str = ""  # image folder, CSV of path,label, or fashion-mnist / cifar10
     out: str = ""  # run directory: checkpoints, metrics.jsonl, TensorBoard events, config.yaml
-    model: str = "efficientnet_lite0"
+    model: str | None = None  # default: the architecture a checkpoint in ``weights`` records, else efficientnet_lite0
     weights: str | None = None  # imagenet | a tag | a checkpoint path; None trains from scratch
     data_dir: str | None = None  # where a built-in dataset's files are
     val_split: float = 0.1  # held out from a flat DIR/<class>/* folder or a CSV

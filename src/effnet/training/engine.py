@@ -57,6 +57,7 @@ from effnet.training.transforms import batch_mixer, override_preprocessing, resi
 from effnet.weights.io import write_checkpoint
 from effnet.weights.specs import Preprocessing
 
+DEFAULT_MODEL = "efficientnet_lite0"
 _AMP = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Recipe settings that may change on --resume; everything else must match the run's own config.
 _RESUMABLE = {"epochs", "workers", "device", "progress", "resume", "tensorboard"}
@@ -253,7 +254,10 @@ def train(config: RecipeLike, *, callbacks: Sequence[Callback] = (), **overrides
 
     def build() -> nn.Module:
         seed_everything(cfg.seed)  # the initial weights of a from-scratch model depend on it
-        return create_model(cfg.model, weights=cfg.weights, drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path)
+        name = cfg.model
+        if name is None and not (cfg.weights and Path(cfg.weights).is_file()):
+            name = DEFAULT_MODEL  # a checkpoint file names its own architecture; anything else needs one
+        return create_model(name, weights=cfg.weights, drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path)
 
     task = ClassificationTask(cfg.label_smoothing)
     return _launch(cfg, build, None, task, callbacks, fine_tuning=cfg.weights is not None)
@@ -343,6 +347,15 @@ class Trainer:
     @property
     def ema_model(self) -> nn.Module | None:
         return self.ema.module if self.ema is not None else None
+
+    def _callback_keys(self) -> dict[str, Callback]:
+        """Callbacks by class name (``Name#2`` for a second one): how their saved state finds them."""
+        keys: dict[str, Callback] = {}
+        for callback in self.callbacks:
+            name = type(callback).__name__
+            count = sum(1 for k in keys if k.split("#")[0] == name)
+            keys[f"{name}#{count + 1}" if count else name] = callback
+        return keys
 
     def _emit(self, event: str, *args: Any) -> None:
         for callback in self.callbacks:
@@ -522,7 +535,7 @@ class Trainer:
             "best_epoch": self.best_epoch,
             "classes": self.classes,
             "task": self.task.state_dict(),
-            "callbacks": [c.state_dict() for c in self.callbacks],
+            "callbacks": {key: c.state_dict() for key, c in self._callback_keys().items() if c.state_dict()},
         }
 
     def _resume(self) -> None:
@@ -533,11 +546,12 @@ class Trainer:
         state = load_state(self.state_path)
         if state.get("classes") != self.classes:
             raise EffnetError(f"the data's classes differ from those of the run in {self.run_dir}; cannot resume")
-        saved = state.get("callbacks") or []
-        if any(saved) and len(saved) != len(self.callbacks):  # stateless callbacks may come and go
+        saved = state.get("callbacks") or {}
+        mine = self._callback_keys()
+        missing = sorted(set(saved) - set(mine))  # callbacks without state may come and go
+        if missing:
             raise EffnetError(
-                f"the run in {self.run_dir} was saved with {len(saved)} callbacks, not {len(self.callbacks)}; "
-                "resume it with the same callbacks"
+                f"the run in {self.run_dir} holds the state of callback {missing[0]}; resume it with that callback"
             )
         self.start_epoch = int(state["epoch"])
         self.global_step = int(state.get("global_step", self.start_epoch * self.steps_per_epoch))
@@ -551,8 +565,8 @@ class Trainer:
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
         self.task.load_state_dict(state.get("task") or {})
-        for callback, callback_state in zip(self.callbacks, saved, strict=False):
-            callback.load_state_dict(callback_state)
+        for key, callback_state in saved.items():
+            mine[key].load_state_dict(callback_state)
         self.best_top1, self.best_epoch = state.get("best_top1"), state.get("best_epoch")
         self.log(f"resuming {self.run_dir} after epoch {self.start_epoch}")
 
