@@ -16,10 +16,10 @@ from torch import nn
 
 from effnet.errors import EffnetError
 from effnet.models.baselines import BASELINES, build_baseline, is_baseline
-from effnet.models.config import MODEL_CONFIGS, EfficientNetConfig, get_config
+from effnet.models.config import MODEL_CONFIGS, EfficientNetConfig, get_config, normalize_name
 from effnet.models.efficientnet import EfficientNet
 from effnet.weights.formats import Converted, convert
-from effnet.weights.io import read_checkpoint, read_metadata
+from effnet.weights.io import EFFNET_FORMAT, read_checkpoint, read_metadata
 from effnet.weights.specs import (
     Preprocessing,
     baseline_weight_spec,
@@ -80,8 +80,11 @@ def create_model(
         raise EffnetError(f"num_classes must be at least 1, got {num_classes}")
     if in_chans < 1:
         raise EffnetError(f"in_chans must be at least 1, got {in_chans}")
+    recorded_meta = read_metadata(weights) if weights is not None else {}
+    if recorded_meta.get("passes"):
+        return _load_transformed(name, weights, recorded_meta, num_classes, in_chans, features_only)
     if name is None and weights is not None:
-        recorded = read_metadata(weights).get("arch")
+        recorded = recorded_meta.get("arch")
         if isinstance(recorded, dict) and recorded.get("family") == "torchvision":
             name = str(recorded.get("name"))
     if isinstance(name, str) and is_baseline(name):
@@ -217,6 +220,67 @@ def _resolve_weights(
     return new_config, converted, meta
 
 
+def _load_transformed(
+    name: str | EfficientNetConfig | None,
+    weights: str | os.PathLike[str],
+    meta: dict[str, Any],
+    num_classes: int | None,
+    in_chans: int,
+    features_only: bool,
+) -> nn.Module:
+    """A model saved after structural passes (batch norms folded, padding frozen): rebuild, then load.
+
+    The architecture is built from the file's record, the passes it lists are re-applied to give it
+    the saved structure, and the tensors must then fit exactly.
+    """
+    from effnet.compress import rebuild_structure
+
+    path = Path(os.fspath(weights))
+    arch = meta.get("arch")
+    if isinstance(arch, dict) and arch.get("family") == "torchvision":  # a baseline
+        if not is_baseline(arch.get("name")) or not isinstance(arch.get("num_classes"), int):
+            raise EffnetError(f"{path} records an unknown baseline {arch.get('name')!r}")
+        with torch.device("meta"):
+            model = build_baseline(str(arch["name"]))
+            if model.num_classes != arch["num_classes"]:
+                model.reset_classifier(max(1, arch["num_classes"]))
+        recorded_name, recorded_classes = str(arch["name"]), model.num_classes
+        recorded_in_chans, resolution = 3, BASELINES[recorded_name].resolution
+    else:
+        try:
+            config = EfficientNetConfig.from_dict(arch)
+        except EffnetError as exc:
+            raise EffnetError(f"{path} records an invalid architecture: {exc}") from None
+        with torch.device("meta"):
+            model = EfficientNet(config)
+        recorded_name, recorded_classes = config.name, config.num_classes
+        recorded_in_chans, resolution = config.in_chans, config.resolution
+    if isinstance(name, str) and name.strip().lower() != recorded_name and normalize_name(name) != recorded_name:
+        raise EffnetError(f"{path} holds weights for {recorded_name}, not {name}")
+    if num_classes not in (None, recorded_classes) or in_chans != recorded_in_chans or features_only:
+        passes = ", ".join(str(p.get("pass")) for p in meta["passes"] if isinstance(p, dict))
+        raise EffnetError(
+            f"{path} went through {passes}; it loads only as saved (no new head, input channels or features_only)"
+        )
+    ckpt = read_checkpoint(path)
+    model = rebuild_structure(model, meta["passes"], source=str(path)).to_empty(device="cpu")
+    try:
+        model.load_state_dict(ckpt.tensors, strict=True, assign=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[1:2] or [str(exc)[:120]]
+        raise EffnetError(f"{path} does not match the structure it records: {first[0].strip()}") from None
+    model.eval()
+    record = {"weights": str(path), "source_format": EFFNET_FORMAT}
+    record.update(recorded_classes_and_preprocessing(ckpt.metadata, path))
+    record.setdefault("preprocessing", Preprocessing.default_for(resolution).to_dict())
+    classes = record.get("classes")
+    if not classes or len(classes) != recorded_classes:
+        record["classes"] = [str(i) for i in range(recorded_classes)]
+    record["arch"] = recorded_name
+    model.pretrained_meta = record
+    return model
+
+
 def _looks_like_path(text: str) -> bool:
     return os.sep in text or "." in Path(text).name
 
@@ -266,6 +330,8 @@ def save_model(model: nn.Module, path: str | os.PathLike[str], metadata: dict[st
         raise EffnetError(f"{type(model).__name__} is not an effnet model (create it with effnet.create_model)")
     meta = dict(getattr(model, "pretrained_meta", None) or {})
     record: dict[str, Any] = {"arch": model.arch_dict()}
+    if getattr(model, "effnet_passes", None):
+        record["passes"] = list(model.effnet_passes)  # structural passes, re-applied when it is loaded
     for key in ("classes", "preprocessing"):
         if meta.get(key) is not None:
             record[key] = meta[key]

@@ -98,10 +98,19 @@ def export_metadata(model: nn.Module, img_size: int) -> dict[str, Any]:
 def prepare_for_export(model: nn.Module, example_input: torch.Tensor, fuse: bool = True) -> nn.Module:
     """An eval-mode copy ready for tracing: batch norms folded, padding frozen, activations out-of-place.
 
-    The input model is not modified.
+    The input model is not modified. Folding and freezing are the ``fold_batchnorm`` and
+    ``freeze_padding`` compression passes (:mod:`effnet.compress.inference`).
     """
-    prepared = fuse_for_inference(model) if fuse else copy.deepcopy(model).eval()
-    prepared = freeze_same_padding(prepared, example_input).eval()
+    from effnet.compress import PassContext, apply_pass
+
+    height, width = example_input.shape[-2:]
+    if height != width:  # the passes describe square inputs; other shapes use the functions directly
+        prepared = fuse_for_inference(model) if fuse else copy.deepcopy(model).eval()
+        prepared = freeze_same_padding(prepared, example_input).eval()
+    else:
+        context = PassContext(img_size=int(width), in_chans=int(example_input.shape[1]))
+        prepared = apply_pass(model, "fold_batchnorm", context)[0] if fuse else copy.deepcopy(model)
+        prepared = apply_pass(prepared.eval(), "freeze_padding", context, img_size=int(width))[0].eval()
     for module in prepared.modules():
         # In-place activations on traced values are a classic source of exporter trouble
         # and gain nothing once a runtime plans the memory itself.

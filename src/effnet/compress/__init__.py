@@ -1,0 +1,39 @@
+"""Compression as passes: a config in, a new model and a report out; passes chain.
+
+>>> import effnet
+>>> from effnet.compress import apply_pass, list_passes
+>>> "fold_batchnorm" in list_passes()
+True
+"""
+
+from effnet.compress import inference as _inference  # noqa: F401 - registers the inference passes
+from effnet.compress.base import (
+    ModelStats,
+    Pass,
+    PassConfig,
+    PassContext,
+    PassReport,
+    apply_pass,
+    get_pass,
+    list_passes,
+    pass_config_from_dict,
+    rebuild_structure,
+    register_pass,
+)
+from effnet.compress.inference import FoldBatchNormConfig, FreezePaddingConfig
+
+__all__ = [
+    "FoldBatchNormConfig",
+    "FreezePaddingConfig",
+    "ModelStats",
+    "Pass",
+    "PassConfig",
+    "PassContext",
+    "PassReport",
+    "apply_pass",
+    "get_pass",
+    "list_passes",
+    "pass_config_from_dict",
+    "rebuild_structure",
+    "register_pass",
+]
