@@ -37,6 +37,11 @@ def test_every_pass_keeps_the_contract(pass_name, model_name, models, tmp_path):
     state, kinds = snapshot(model)
     x = torch.randn(2, 3, IMG, IMG)
 
+    if get_pass(pass_name).unsupported(model):  # refused in one line, before anything runs
+        with pytest.raises(effnet.EffnetError, match=f"{pass_name} cannot handle this model"):
+            apply_pass(model, config, PassContext(img_size=IMG))
+        assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+        return
     result, report = apply_pass(model, config, PassContext(img_size=IMG))
 
     after_state, after_kinds = snapshot(model)

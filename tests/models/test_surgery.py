@@ -84,3 +84,22 @@ def test_the_input_model_is_untouched_and_shares_no_storage(b0):
 def test_bad_selections_are_one_clear_error(b0, keep, message):
     with pytest.raises(effnet.EffnetError, match=message):
         keep_channels(b0, keep)
+
+
+def test_dropping_residual_stream_channels_equals_zeroing_their_batch_norms():
+    """A channel of a stage group (tied by residual sums) or of the stem or head is zero everywhere
+    once the batch norms producing it have zero scale and shift (ReLU6(0) = SiLU(0) = 0)."""
+    model = effnet.create_model("efficientnet_lite0", weights="imagenet").eval()
+    masked = effnet.create_model("efficientnet_lite0", weights="imagenet").eval()
+    keep = {}
+    with torch.no_grad():
+        for g in model.structure().groups:
+            if g.kind in ("stage", "stem", "head") and g.prunable:
+                keep[g.name] = [i for i in range(g.channels) if i % 4]
+                dropped = torch.arange(0, g.channels, 4)
+                for key, _ in g.members:
+                    if key.endswith((".bn.weight", ".bn.bias")):
+                        masked.get_parameter(key)[dropped] = 0
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(keep_channels(model, keep)(x), masked(x), atol=1e-5, rtol=1e-5)

@@ -7,6 +7,7 @@ True
 """
 
 from effnet.compress import inference as _inference  # noqa: F401 - registers the inference passes
+from effnet.compress import prune as _prune  # noqa: F401 - registers the pruning passes
 from effnet.compress.base import (
     ModelStats,
     Pass,
@@ -21,6 +22,7 @@ from effnet.compress.base import (
     register_pass,
 )
 from effnet.compress.inference import FoldBatchNormConfig, FreezePaddingConfig
+from effnet.compress.prune import PruneChannelsConfig
 
 __all__ = [
     "FoldBatchNormConfig",
@@ -30,6 +32,7 @@ __all__ = [
     "PassConfig",
     "PassContext",
     "PassReport",
+    "PruneChannelsConfig",
     "apply_pass",
     "get_pass",
     "list_passes",

@@ -149,6 +149,10 @@ class Pass:
     # rebuilt by :meth:`rebuild` when a saved model is loaded.
     structural: ClassVar[bool] = False
 
+    def unsupported(self, model: nn.Module) -> str | None:
+        """Why this pass cannot handle ``model`` (None when it can); checked before anything runs."""
+        return None
+
     def resolve(self, model: nn.Module, config: PassConfig, context: PassContext) -> PassConfig:
         """The config with its defaults made explicit for this model (what the report and the
         saved model record, so a rebuild does not depend on the context)."""
@@ -221,6 +225,9 @@ def apply_pass(
     elif settings:
         config = dataclasses.replace(config, **settings)
     transform = get_pass(config.pass_name)
+    reason = transform.unsupported(model)
+    if reason:
+        raise EffnetError(f"{config.pass_name} cannot handle this model: {reason}")
     context = context or PassContext()
     config = transform.resolve(model, config, context)
     started = time.monotonic()

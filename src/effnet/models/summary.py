@@ -77,3 +77,39 @@ def model_info(name_or_config: str | EfficientNetConfig) -> ModelInfo:
         head_channels=layout.head_channels,
         stages=stages,
     )
+
+
+def layout_cost(config: EfficientNetConfig, img_size: int | None = None) -> tuple[int, int]:
+    """(parameters, multiply-accumulates) of an EfficientNet, computed from its layout alone.
+
+    Equal to :func:`count_params` and half of :func:`count_flops` (convolutions and the classifier;
+    batch-norm scales and shifts counted as parameters), without building the network: pruning
+    searches call it many times.
+    """
+    layout = resolve_layout(config)
+    size = img_size or config.resolution
+
+    def down(side: int, stride: int) -> int:
+        return -(-side // stride)  # ceil: "same" and symmetric k//2 padding agree for odd kernels
+
+    side = down(size, 2)
+    params = config.in_chans * layout.stem_channels * 9 + 2 * layout.stem_channels
+    macs = side * side * config.in_chans * layout.stem_channels * 9
+    for b in layout.blocks:
+        if b.expand:
+            params += b.in_channels * b.hidden_channels + 2 * b.hidden_channels
+            macs += side * side * b.in_channels * b.hidden_channels
+        side = down(side, b.stride)
+        params += b.hidden_channels * b.kernel * b.kernel + 2 * b.hidden_channels
+        macs += side * side * b.hidden_channels * b.kernel * b.kernel
+        if b.se_channels:
+            params += 2 * b.hidden_channels * b.se_channels + b.se_channels + b.hidden_channels
+            macs += 2 * b.hidden_channels * b.se_channels
+        params += b.hidden_channels * b.out_channels + 2 * b.out_channels
+        macs += side * side * b.hidden_channels * b.out_channels
+    last = layout.blocks[-1].out_channels
+    params += last * layout.head_channels + 2 * layout.head_channels
+    macs += side * side * last * layout.head_channels
+    params += layout.head_channels * config.num_classes + config.num_classes
+    macs += layout.head_channels * config.num_classes
+    return params, macs

@@ -1,0 +1,108 @@
+"""Structured channel pruning: targets met, widths rounded, the right channels chosen."""
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import effnet
+from effnet.compress import PassContext, apply_pass
+from effnet.compress.prune import PruneChannelsConfig, _layout_with, plan_channels
+from effnet.models.summary import count_flops, count_params
+
+
+@pytest.fixture(scope="module")
+def b0():
+    torch.manual_seed(0)
+    return effnet.create_model("efficientnet_b0", num_classes=10).eval()
+
+
+@pytest.mark.parametrize("kind", ["channels", "params", "flops"])
+@pytest.mark.parametrize("scope", ["global", "local"])
+def test_targets_are_met_with_rounded_widths(b0, kind, scope):
+    config = PruneChannelsConfig(target=0.4, target_kind=kind, scope=scope)
+    pruned, report = apply_pass(b0, config, PassContext(img_size=96))
+    details = report.details
+    assert details["met"] and 0.4 <= details["removed_fraction"] < 0.5
+    if kind == "params":
+        assert report.after.params <= 0.6 * report.before.params
+    if kind == "flops":  # the analytic count used by the search agrees with PyTorch's counter
+        assert count_flops(pruned, 96) == details["flops_after"] <= 0.6 * count_flops(b0, 96)
+    for name, (before, after) in details["groups"].items():
+        assert after % 8 == 0 or after == before, name
+    counts = {name: widths[1] for name, widths in details["groups"].items()}
+    assert _layout_with(b0, counts).layout == pruned.layout  # the plan's cost model describes the result
+    assert count_params(pruned) == report.after.params
+    assert pruned.layout.stem_channels == 32 and pruned.layout.head_channels == 1280  # left alone by default
+
+
+def test_the_weakest_channels_go(b0):
+    model = effnet.create_model("efficientnet_b0", num_classes=10).eval()
+    model.load_state_dict(b0.state_dict())
+    # Every other hidden channel of the first stage-1 block is made weak in every filter slice it
+    # indexes (expand, depthwise, squeeze-excite, project).
+    scale = torch.where(torch.arange(96) % 2 == 0, 1e-3, 1.0)
+    with torch.no_grad():
+        for key, dim in model.structure().group("stages.1.0.hidden").members:
+            if key.endswith(".weight") and ".bn." not in key:
+                model.get_parameter(key).mul_(scale.reshape([-1 if d == dim else 1 for d in range(4)]))
+    config = PruneChannelsConfig(target=0.5, scope="local", ratios={"stages.1.0.hidden": 0.5})
+    keep, _ = plan_channels(model, config)
+    assert keep["stages.1.0.hidden"] == list(range(1, 96, 2))
+
+
+def test_batchnorm_scale_importance_reads_the_gammas(b0):
+    model = effnet.create_model("efficientnet_b0", num_classes=10).eval()
+    model.load_state_dict(b0.state_dict())
+    with torch.no_grad():
+        model.stages[2][0].expand.bn.weight[:72] = 1e-4  # 144 hidden channels; the first half fades out
+        model.stages[2][0].dw.bn.weight[:72] = 1e-4
+    config = PruneChannelsConfig(importance="bn_scale", scope="local", ratios={"stages.2.0.hidden": 0.5})
+    keep, _ = plan_channels(model, config)
+    assert keep["stages.2.0.hidden"] == list(range(72, 144))
+
+
+def test_taylor_importance_uses_calibration_data(b0):
+    data = DataLoader(TensorDataset(torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))), batch_size=4)
+    pruned, report = apply_pass(b0, "prune_channels", PassContext(img_size=32, data=data), importance="taylor")
+    assert report.details["met"] and pruned(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+    assert all(p.grad is None for p in b0.parameters())  # the input model's gradients are untouched too
+    with pytest.raises(effnet.EffnetError, match="taylor importance needs calibration data"):
+        apply_pass(b0, "prune_channels", importance="taylor")
+
+
+def test_stem_and_head_only_when_asked(b0):
+    pruned, _ = apply_pass(b0, "prune_channels", target=0.3, include_stem=True, include_head=True, scope="local")
+    assert pruned.layout.stem_channels < 32 and pruned.layout.head_channels < 1280
+    assert pruned.layout.blocks[0].in_channels == pruned.layout.stem_channels
+
+
+def test_pruned_model_saves_and_reloads_without_the_pass(b0, tmp_path):
+    pruned, _ = apply_pass(b0, "prune_channels", target=0.5)
+    assert not getattr(pruned, "effnet_passes", [])  # widths live in the layout: nothing to re-apply
+    reloaded = effnet.create_model(weights=effnet.save_model(pruned, tmp_path / "p.safetensors")).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(reloaded(x), pruned.eval()(x))
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"target": 1.5}, r"target must be a fraction in \(0, 1\)"),
+        ({"target": 0.0}, r"target must be a fraction in \(0, 1\)"),
+        ({"round_to": 0}, "round_to must be between 1 and 256"),
+        ({"ratios": {"stages.*": 1.0}}, r"must be a fraction in \[0, 1\)"),
+        ({"importance": "random"}, "importance must be one of l1, l2, bn_scale, taylor"),
+    ],
+)
+def test_bad_settings_are_one_line(settings, message):
+    with pytest.raises(effnet.EffnetError, match=message):
+        PruneChannelsConfig.from_dict(settings)
+
+
+def test_models_the_pruner_cannot_handle_are_refused_before_any_work(b0, tmp_path):
+    with pytest.raises(effnet.EffnetError, match="prune_channels cannot handle this model: .*resnet18 is not one"):
+        apply_pass(effnet.create_model("resnet18"), "prune_channels")
+    folded, _ = apply_pass(b0, "fold_batchnorm")
+    with pytest.raises(effnet.EffnetError, match="prune before folding"):
+        apply_pass(folded, "prune_channels")
