@@ -21,6 +21,7 @@ from effnet.models.efficientnet import EfficientNet
 from effnet.weights.formats import Converted, convert
 from effnet.weights.io import read_checkpoint, read_metadata
 from effnet.weights.specs import (
+    BASELINE_WEIGHT_TAG,
     Preprocessing,
     baseline_weight_spec,
     find_weight_spec,
@@ -142,7 +143,7 @@ def _create_baseline(
     meta: dict[str, Any] = {"preprocessing": Preprocessing.default_for(spec.resolution).to_dict()}
     if weights is not None:
         text = os.fspath(weights)
-        if text in ("imagenet", "default", "pretrained", "tv_in1k"):
+        if text in ("imagenet", "default", "pretrained", BASELINE_WEIGHT_TAG):
             wspec = baseline_weight_spec(name)
             ckpt = read_checkpoint(fetch(wspec))
             meta = {
