@@ -2,13 +2,56 @@
 
 from __future__ import annotations
 
+import getpass
 import importlib.util
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 SKIMAGE_DATA = Path(importlib.util.find_spec("skimage").submodule_search_locations[0]) / "data"
+
+# What other libraries put in TMPDIR by design, once, not effnet's to remove: onnxruntime writes a
+# session id to .ses whenever it is imported; importing torchvision creates torch.compile's cache folder.
+FOREIGN_TEMP_FILES = {".ses", f"torchinductor_{getpass.getuser()}"}
+_SESSION_TMPDIR = pytest.StashKey[Path]()
+_SAVED_ENV = pytest.StashKey[dict]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Run the session with TMPDIR at a fresh folder, so that whatever the code under test (and
+    the processes it starts) leaves in a temporary folder can be seen at the end; pytest's own
+    tmp_path folders stay in the real one (their retention is set in pyproject.toml)."""
+    config.stash[_SAVED_ENV] = {key: os.environ.get(key) for key in ("TMPDIR", "PYTEST_DEBUG_TEMPROOT")}
+    os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.gettempdir())
+    fresh = Path(tempfile.mkdtemp(prefix="effnet-tests-tmpdir-"))
+    config.stash[_SESSION_TMPDIR] = fresh
+    os.environ["TMPDIR"] = str(fresh)
+    tempfile.tempdir = None  # tempfile caches the folder it chose; make it look again
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for key, value in config.stash.get(_SAVED_ENV, {}).items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    tempfile.tempdir = None
+    fresh = config.stash.get(_SESSION_TMPDIR, None)
+    if fresh is not None:
+        shutil.rmtree(fresh, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_temporary_files_left(request: pytest.FixtureRequest):
+    """The suite fails if it leaves anything in TMPDIR: a user's /tmp must not fill up either."""
+    fresh = request.config.stash[_SESSION_TMPDIR]
+    yield
+    left = sorted(p.name for p in fresh.iterdir() if p.name not in FOREIGN_TEMP_FILES)
+    assert not left, f"the tests left these in TMPDIR ({fresh}): {left}"
 
 
 def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

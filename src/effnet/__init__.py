@@ -5,33 +5,48 @@
 """
 
 from effnet.errors import EffnetError
-from effnet.factory import create_model, list_models, save_model
-from effnet.models.config import EfficientNetConfig, StageSpec, get_config
-from effnet.models.efficientnet import EfficientNet
-from effnet.models.scaling import custom_config, resolve_stages, scaled_config
-from effnet.weights.specs import Preprocessing, WeightSpec, list_weights
 
 __version__ = "0.1.0"
 
+# Everything else is imported on first use: most of it imports PyTorch (seconds), which
+# `effnet --help`, `effnet list` and `import effnet` alone should not pay for.
 _LAZY = {
-    "fit": ("effnet.training.engine", "fit"),
-    "train": ("effnet.training.engine", "train"),
-    "Callback": ("effnet.training.callbacks", "Callback"),
-    "Task": ("effnet.training.tasks", "Task"),
-    "Trainer": ("effnet.training.engine", "Trainer"),
-    "TrainConfig": ("effnet.training.config", "TrainConfig"),
-    "TrainResult": ("effnet.training.engine", "TrainResult"),
-    "evaluate_checkpoint": ("effnet.training.eval_checkpoint", "evaluate_checkpoint"),
+    "Callback": "effnet.training.callbacks",
+    "EfficientNet": "effnet.models.efficientnet",
+    "EfficientNetConfig": "effnet.models.config",
+    "Preprocessing": "effnet.weights.specs",
+    "StageSpec": "effnet.models.config",
+    "Task": "effnet.training.tasks",
+    "TrainConfig": "effnet.training.config",
+    "TrainResult": "effnet.training.engine",
+    "Trainer": "effnet.training.engine",
+    "WeightSpec": "effnet.weights.specs",
+    "create_model": "effnet.factory",
+    "custom_config": "effnet.models.scaling",
+    "evaluate_checkpoint": "effnet.training.eval_checkpoint",
+    "fit": "effnet.training.engine",
+    "get_config": "effnet.models.config",
+    "list_models": "effnet.factory",
+    "list_weights": "effnet.weights.specs",
+    "resolve_stages": "effnet.models.scaling",
+    "save_model": "effnet.factory",
+    "scaled_config": "effnet.models.scaling",
+    "train": "effnet.training.engine",
 }
 
 
-def __getattr__(name: str):  # noqa: ANN202 - lazy imports keep `import effnet` light
+def __getattr__(name: str):  # noqa: ANN202 - module-level lazy attributes (PEP 562)
     if name in _LAZY:
         import importlib
 
-        module, attr = _LAZY[name]
-        return getattr(importlib.import_module(module), attr)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
     raise AttributeError(f"module 'effnet' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = [

@@ -21,6 +21,7 @@ from effnet.models.efficientnet import EfficientNet
 from effnet.weights.formats import Converted, convert
 from effnet.weights.io import EFFNET_FORMAT, read_checkpoint, read_metadata
 from effnet.weights.specs import (
+    BASELINE_WEIGHT_TAG,
     Preprocessing,
     baseline_weight_spec,
     find_weight_spec,
@@ -145,7 +146,7 @@ def _create_baseline(
     meta: dict[str, Any] = {"preprocessing": Preprocessing.default_for(spec.resolution).to_dict()}
     if weights is not None:
         text = os.fspath(weights)
-        if text in ("imagenet", "default", "pretrained", "tv_in1k"):
+        if text in ("imagenet", "default", "pretrained", BASELINE_WEIGHT_TAG):
             wspec = baseline_weight_spec(name)
             ckpt = read_checkpoint(fetch(wspec))
             meta = {
@@ -320,8 +321,9 @@ def save_model(model: nn.Module, path: str | os.PathLike[str], metadata: dict[st
 
     >>> import tempfile, effnet
     >>> model = effnet.create_model("efficientnet_lite0", num_classes=3)
-    >>> path = save_model(model, tempfile.mkdtemp() + "/lite0.safetensors")
-    >>> effnet.create_model(weights=path).num_classes
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = save_model(model, folder + "/lite0.safetensors")
+    ...     effnet.create_model(weights=path).num_classes
     3
     """
     from effnet.weights.io import write_checkpoint

@@ -71,3 +71,13 @@ def test_bench_cli_rejects_bad_options(capsys):
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert main(["bench", "efficientnet_b0", "--data", "/nonexistent/dir"]) == 1
     assert capsys.readouterr().err.startswith("effnet: error: --data /nonexistent/dir: expected a directory")
+
+
+def test_the_cli_offers_exactly_the_library_s_runtimes_precisions_and_references():
+    """effnet.cli.bench spells these out so that its --help needs no PyTorch; they must not drift."""
+    import effnet.bench
+    import effnet.cli.bench
+
+    assert effnet.cli.bench.RUNTIMES == tuple(effnet.bench.RUNTIMES)
+    assert effnet.cli.bench.PRECISIONS == tuple(effnet.bench.PRECISIONS)
+    assert effnet.cli.bench.REFERENCES == tuple(effnet.bench.REFERENCES)

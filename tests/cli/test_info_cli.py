@@ -47,8 +47,13 @@ def test_info_text(capsys):
 def test_list(capsys):
     assert main(["list", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert rows[0] == {"model": "efficientnet_b0", "resolution": 224, "weights": ["tv_in1k", "tf_in1k"]}
-    assert len(rows) == 13
+    assert rows[0] == {
+        "model": "efficientnet_b0",
+        "resolution": 224,
+        "weights": ["tv_in1k", "tf_in1k"],
+        "baseline": False,
+    }
+    assert len(rows) == 13 + 5  # the family and the torchvision baselines
 
 
 def test_demo_fine_tunes_on_real_fashion_mnist(capsys, tmp_path):

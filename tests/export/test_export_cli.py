@@ -46,3 +46,12 @@ def test_export_cli_user_mistakes_are_one_line_errors(tmp_path, capsys):
         assert main(["export", *args]) == 1
         err = capsys.readouterr().err
         assert err.startswith("effnet: error:") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_cli_offers_exactly_the_library_s_formats_and_default_opset():
+    """effnet.cli.export spells these out so that its --help needs no PyTorch; they must not drift."""
+    import effnet.cli.export
+    import effnet.export
+
+    assert effnet.cli.export.FORMATS == tuple(effnet.export.FORMATS)
+    assert effnet.cli.export.DEFAULT_OPSET == effnet.export.DEFAULT_OPSET

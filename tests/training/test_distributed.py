@@ -41,6 +41,8 @@ def test_two_processes_match_one_process_with_the_same_global_batch(image_folder
         "--standalone",
         "--nproc_per_node",
         "2",
+        "--log-dir",  # else torchrun leaves a torchelastic_* folder in TMPDIR
+        str(tmp_path / "torchrun"),
         "-m",
         "effnet",
         "train",

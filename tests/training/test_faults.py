@@ -101,6 +101,13 @@ def assert_loadable_checkpoints(run: Path) -> None:
         assert 1 <= load_state(run / STATE_FILE)["epoch"] <= EPOCHS
 
 
+def _read_or_empty(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:  # a finished run removes its lock file
+        return ""
+
+
 @dataclass
 class Outcome:
     """What happened to one training process started by the ``processes`` fixture."""
@@ -165,7 +172,7 @@ def processes(data_folder, tmp_path_factory) -> Processes:
     try:
         while any(o.proc.poll() is None for o in (reference, *killed, interrupted)):
             assert time.monotonic() < deadline, "the training processes hang"
-            if second_code is None and lock.exists() and lock.read_text().startswith("pid"):
+            if second_code is None and _read_or_empty(lock).startswith("pid"):
                 captured = io.StringIO()
                 with redirect_stderr(captured):
                     second_code = main(train_argv(reference.recipe))

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -43,3 +45,37 @@ def test_run_lock_is_exclusive_and_released(tmp_path):
                 pass
     with RunLock(tmp_path):  # released after the first run ended
         pass
+
+
+def test_run_lock_removes_its_file_and_the_folders_it_made_while_empty(tmp_path):
+    run = tmp_path / "new" / "run"
+    with RunLock(run) as lock:
+        assert lock.path.read_text() == f"pid {os.getpid()}"
+    assert not (tmp_path / "new").exists()  # a run that wrote nothing leaves nothing
+
+    with RunLock(run):
+        (run / "config.yaml").write_text("epochs: 1\n")
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]  # the lock file goes, the work stays
+
+    existing = tmp_path / "mine"
+    existing.mkdir()
+    with RunLock(existing):
+        pass
+    assert existing.is_dir() and not any(existing.iterdir())  # a folder the user made is theirs
+
+
+def test_run_lock_retries_when_the_file_it_locked_was_removed(tmp_path, monkeypatch):
+    """A finishing run unlinks its lock file while holding the lock; a process that opened that file
+    just before gets the lock on a file no longer on disk, and must try again on the new one."""
+    stale = tmp_path / ".lock"
+    stale_handle = open(stale, "a+")  # noqa: SIM115 - closed by RunLock when it gives up on it
+    stale.unlink()
+    real_open = RunLock._open
+    handles = iter([stale_handle])
+    monkeypatch.setattr(RunLock, "_open", lambda self: next(handles, None) or real_open(self))
+    with RunLock(tmp_path) as lock:
+        assert stale_handle.closed
+        assert lock.path.exists() and lock.path.read_text().startswith("pid")
+        with pytest.raises(EffnetError, match="in use by another effnet run"):
+            with RunLock(tmp_path):  # the file now on disk is the locked one
+                pass

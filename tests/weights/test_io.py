@@ -2,6 +2,8 @@ import io
 import json
 import os
 import pickle
+import stat
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +14,7 @@ from safetensors.torch import save
 from tests.export.tiny import tiny_effnet
 
 import effnet
-from effnet.weights.io import read_checkpoint, write_checkpoint
+from effnet.weights.io import atomic_write, read_checkpoint, write_checkpoint
 from effnet.weights.specs import Preprocessing
 
 
@@ -232,3 +234,18 @@ def test_checkpoint_asking_for_a_huge_input_is_refused(tmp_path):
     path.write_bytes(_safetensors_bytes(_TINY_TENSORS, {"effnet": json.dumps(meta)}))
     with pytest.raises(effnet.EffnetError, match=r"input_size must be at most 2048 pixels, got 30000"):
         effnet.create_model(weights=path)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_write_gives_new_files_the_umask_mode(tmp_path, umask):
+    """Like any file the user creates (not tempfile's 0600), whatever the umask."""
+    previous = os.umask(umask)
+    try:
+        written = [
+            atomic_write(tmp_path / "a.json", lambda tmp: Path(tmp).write_text("{}")),
+            write_checkpoint(tmp_path / "w.safetensors", {"x": torch.zeros(2)}, {}),  # safetensors makes a 0600 file
+        ]
+    finally:
+        os.umask(previous)
+    assert [oct(stat.S_IMODE(p.stat().st_mode)) for p in written] == [oct(0o666 & ~umask)] * 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "w.safetensors"]

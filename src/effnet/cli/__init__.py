@@ -1,23 +1,28 @@
-"""The ``effnet`` command: one module per subcommand, each a thin layer over the library."""
+"""The ``effnet`` command: one module per subcommand, each a thin layer over the library.
+
+The command modules import PyTorch only inside their ``run`` functions, so ``effnet --help``,
+``effnet COMMAND --help``, ``effnet list`` and ``effnet --version`` answer without paying for it.
+"""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
 from effnet import __version__
 from effnet.cli import bench, demo, evaluate, export, info, listing, predict, report, train
+from effnet.cli._common import Parser
 from effnet.errors import EffnetError
 
 COMMANDS = (predict, info, listing, train, evaluate, demo, report, bench, export)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="effnet", description="EfficientNet: build, classify, fine-tune, compress, measure, deploy."
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="effnet",
+        description="EfficientNet image classifiers: build, classify, fine-tune, evaluate, measure and export.",
     )
-    parser.add_argument("--version", action="version", version=f"effnet {__version__}")
+    parser.add_argument("--version", action="version", version=f"effnet {__version__}", help="print the version")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         command.register(sub)
@@ -25,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; user mistakes print one line and exit 1, never a traceback."""
+    """Run the command line; user mistakes print one line and exit 1 (2 for a bad flag), never a traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -38,3 +43,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # e.g. `effnet predict ... | head`
         return 0
+
+
+__all__ = ["build_parser", "main"]

@@ -4,8 +4,43 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
-from typing import Any
+from typing import Any, NoReturn
+
+
+def plain(text: str | None) -> str | None:
+    """Docstring text for a terminal: ``code`` spans lose their reStructuredText backticks."""
+    return None if text is None else re.sub(r"``(.+?)``", r"\1", text)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: a bad flag is named in one line, not under the whole usage.
+
+    Subcommand parsers are made with the same class (argparse's default), so the rule holds for all.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        for key in ("description", "epilog"):
+            kwargs[key] = plain(kwargs.get(key))
+        super().__init__(*args, **kwargs)
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:  # blamed on the subcommand they were given to, whose --help lists its flags
+            self._command_parser(parsed).error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+    def _command_parser(self, parsed: argparse.Namespace) -> Parser:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                chosen = action.choices.get(getattr(parsed, action.dest, None))
+                return chosen._command_parser(parsed) if isinstance(chosen, Parser) else self
+        return self
+
+    def error(self, message: str) -> NoReturn:
+        message = " ".join(message.split())  # argparse's messages are one line, but make sure
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
 
 
 def positive_int(text: str) -> int:

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from effnet.bench import PRECISIONS, REFERENCES, RUNTIMES, BenchReport, benchmark
 from effnet.cli._common import image_size, positive_int, print_json, table, warn
+
+if TYPE_CHECKING:
+    from effnet.bench import BenchReport
+
+# effnet.bench's names, spelt out so that `effnet bench --help` needs no PyTorch import
+# (tests/bench/test_bench_cli.py checks that they match).
+RUNTIMES = ("torch", "compile", "onnxruntime")
+PRECISIONS = ("fp32", "fp16", "bf16")
+REFERENCES = ("torchvision", "timm")
 
 
 def _int_list(text: str) -> list[int]:
@@ -41,14 +50,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=positive_int, help="intra-op threads for PyTorch and ONNX Runtime")
     p.add_argument("--batch-sizes", type=_int_list, default=[1], help="comma-separated, e.g. 1,8,64 (default: 1)")
     p.add_argument("--img-size", type=image_size, help="square input side (default: each model's own)")
-    p.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="PyTorch runtimes only")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="PyTorch runtimes only (default: fp32)")
     p.add_argument(
         "--runtime",
         type=_runtime_list,
         default=["torch"],
         help="one or more (comma-separated) of torch, compile, onnxruntime (default: torch)",
     )
-    p.add_argument("--reference", choices=list(REFERENCES), help="also measure that library's model, same weights")
+    p.add_argument("--reference", choices=REFERENCES, help="also measure that library's model, same weights")
     p.add_argument("--data", metavar="DIR", help="ImageFolder-style DIR/<class>/*.jpg: add top-1 accuracy")
     p.add_argument("--fuse", action="store_true", help="fold batch norms first for torch/compile (effnet.export)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format for torch/compile")
@@ -60,6 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from effnet.bench import benchmark
+
     def progress(message: str) -> None:
         if sys.stderr.isatty():
             print(f"effnet: {message}", file=sys.stderr)

@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo", help="fine-tune pretrained Lite0 on Fashion-MNIST (a few minutes on CPU)", description=__doc__
     )
     p.add_argument("--subset", type=positive_int, default=8000, help="training images (default 8000)")
-    p.add_argument("--epochs", type=positive_int, default=2, help="default 2")
+    p.add_argument("--epochs", type=positive_int, default=2, help="training epochs (default 2)")
     p.add_argument("--img-size", type=image_size, default=64, help="input size (default 64)")
     p.add_argument("--out", default=None, help="run directory (default runs/demo-<time>)")
     p.add_argument("--data-dir", default=None, help="where Fashion-MNIST's idx files are")

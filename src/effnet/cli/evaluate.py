@@ -13,10 +13,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="image folder, CSV, fashion-mnist or cifar10")
     p.add_argument("--model", default=None, help="model name, if the checkpoint does not record it")
     p.add_argument("--data-dir", default=None, help="where a built-in dataset's files are")
-    p.add_argument("--batch-size", type=positive_int, default=64)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--img-size", type=image_size, default=None)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass (default 64)")
+    p.add_argument("--workers", type=int, default=2, help="data loading processes (default 2)")
+    p.add_argument(
+        "--img-size", type=image_size, default=None, help="input size (default: the checkpoint's preprocessing)"
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument(
         "--json", action="store_true", help="print JSON (top1, top5, loss, n, per_class, confusion, skipped)"
     )

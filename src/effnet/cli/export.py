@@ -7,8 +7,11 @@ from pathlib import Path
 
 from effnet.cli._common import image_size, positive_int, print_json, warn
 from effnet.errors import EffnetError
-from effnet.export import DEFAULT_OPSET, FORMATS, export_model, load_model
-from effnet.factory import create_model
+
+# effnet.export's names, spelt out so that `effnet export --help` needs no PyTorch import
+# (tests/export/test_export_cli.py checks that they match).
+FORMATS = ("onnx", "torchscript", "pt2")
+DEFAULT_OPSET = 17
 
 _BY_SUFFIX = {".onnx": "onnx", ".pt2": "pt2", ".pt": "torchscript", ".ts": "torchscript", ".torchscript": "torchscript"}
 
@@ -28,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a checkpoint path, NAME:WEIGHTS (e.g. efficientnet_lite0:imagenet) or a bare name (random weights)",
     )
     p.add_argument("--model", help="the architecture, when --weights is a tag such as imagenet")
-    p.add_argument("--format", choices=list(FORMATS), help="default: from the --out suffix (.onnx, .pt, .pt2)")
+    p.add_argument("--format", choices=FORMATS, help="default: from the --out suffix (.onnx, .pt, .pt2)")
     p.add_argument("--out", required=True, metavar="FILE", help="where to write the file")
     p.add_argument("--img-size", type=image_size, help="input side the file is made for (default: the model's)")
     p.add_argument("--batch-size", type=positive_int, default=1, help="batch of the example input (default: 1)")
@@ -42,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from effnet.export import export_model, load_model
+    from effnet.factory import create_model
+
     fmt = args.format or _BY_SUFFIX.get(Path(args.out).suffix.lower())
     if fmt is None:
         raise EffnetError(f"cannot tell the format from {args.out!r}; add --format {' / '.join(FORMATS)}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from effnet.cli._common import print_json, table
-from effnet.models.summary import model_info
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,6 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from effnet.models.summary import model_info
+
     info = model_info(args.name)
     if args.json:
         print_json(info.to_dict())

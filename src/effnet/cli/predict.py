@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from effnet.cli._common import positive_int, print_json, warn
-from effnet.factory import create_model
-from effnet.predict import ImageResult, classify
+
+if TYPE_CHECKING:
+    from effnet.predict import ImageResult
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from effnet.factory import create_model
+    from effnet.predict import classify
+
     name = args.model
     if name is None and args.weights in ("imagenet", "default", "pretrained"):
         name = "efficientnet_lite0"

@@ -6,20 +6,19 @@ import argparse
 from pathlib import Path
 
 from effnet.cli._common import warn
-from effnet.report import check_output, load_inputs, write_report
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report",
-        help="write an HTML report of training runs, benchmarks and compression results",
+        help="write an HTML report of training runs and benchmarks",
         description=__doc__,
     )
     p.add_argument(
         "inputs",
         nargs="+",
         metavar="RUN_OR_REPORT",
-        help="training run directories, 'effnet bench --json' files and compression JSON files (auto-detected)",
+        help="training run directories (effnet train --out) and 'effnet bench --json' files (auto-detected)",
     )
     p.add_argument("--out", default="report.html", help="the HTML file to write (default: report.html)")
     p.add_argument("--title", default=None, help="the page title (default: effnet report)")
@@ -27,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from effnet.report import check_output, load_inputs, write_report
+
     out = Path(args.out)
     inputs = [Path(p) for p in args.inputs]
     check_output(out, inputs)  # before reading anything, so a wrong --out fails fast

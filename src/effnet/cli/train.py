@@ -6,7 +6,6 @@ import argparse
 import json
 
 from effnet.cli._common import image_size, positive_int
-from effnet.training.config import TrainConfig
 
 # Flags that map one-to-one onto TrainConfig fields. Defaults are None so a YAML file's values
 # survive unless a flag is given.
@@ -18,7 +17,7 @@ _FLAGS: list[tuple[str, dict]] = [
     ("--out", {"help": "run directory for checkpoints and logs"}),
     ("--val-split", {"type": float, "help": "fraction held out from a flat folder or CSV (default 0.1)"}),
     ("--subset", {"type": positive_int, "help": "use at most this many training images"}),
-    ("--epochs", {"type": positive_int, "help": "default 10"}),
+    ("--epochs", {"type": positive_int, "help": "passes over the training images (default 10)"}),
     ("--batch-size", {"type": positive_int, "help": "per process (default 64)"}),
     ("--img-size", {"type": image_size, "help": "input size (default: the weights' or the model's)"}),
     ("--crop-pct", {"type": float, "help": "eval centre crop, fraction of the resized side (default: the weights')"}),
@@ -27,16 +26,22 @@ _FLAGS: list[tuple[str, dict]] = [
     ("--std", {"type": float, "nargs": 3, "help": "normalisation std, 3 numbers (default: the weights')"}),
     ("--crop-scale", {"type": float, "nargs": 2, "help": "RandomResizedCrop area range (default 0.25 1)"}),
     ("--lr", {"type": float, "help": "peak learning rate (default per optimizer)"}),
-    ("--optimizer", {"choices": ["sgd", "adamw", "rmsprop"], "help": "default adamw"}),
-    ("--weight-decay", {"type": float}),
-    ("--momentum", {"type": float}),
+    ("--optimizer", {"choices": ["sgd", "adamw", "rmsprop"], "help": "default: adamw"}),
+    ("--weight-decay", {"type": float, "help": "default: adamw 0.05, sgd 1e-4, rmsprop 1e-5 (never on norms, biases)"}),
+    ("--momentum", {"type": float, "help": "sgd (Nesterov) and rmsprop momentum (default 0.9)"}),
     ("--warmup-epochs", {"type": float, "help": "linear warm-up before cosine decay (default 1)"}),
-    ("--min-lr", {"type": float}),
-    ("--label-smoothing", {"type": float, "help": "default 0.1"}),
-    ("--augment", {"choices": ["none", "flip", "randaugment", "trivialaugment"], "help": "default trivialaugment"}),
+    ("--min-lr", {"type": float, "help": "learning rate at the end of the cosine decay (default 0)"}),
+    ("--label-smoothing", {"type": float, "help": "cross-entropy label smoothing (default 0.1)"}),
+    (
+        "--augment",
+        {
+            "choices": ["none", "flip", "randaugment", "trivialaugment"],
+            "help": "training augmentation; none also turns off random crops and flips (default: trivialaugment)",
+        },
+    ),
     ("--mixup", {"type": float, "help": "mixup alpha (0 = off)"}),
     ("--cutmix", {"type": float, "help": "cutmix alpha (0 = off)"}),
-    ("--ema-decay", {"type": float}),
+    ("--ema-decay", {"type": float, "help": "decay of the --ema weight average per step (default 0.9998)"}),
     ("--drop-rate", {"type": float, "help": "dropout before the classifier"}),
     ("--drop-path", {"type": float, "help": "stochastic depth rate"}),
     ("--grad-clip", {"type": float, "help": "max gradient norm"}),
@@ -45,9 +50,9 @@ _FLAGS: list[tuple[str, dict]] = [
     ("--unfreeze-at", {"type": int, "help": "epoch at which a frozen backbone is unfrozen"}),
     ("--backbone-lr-scale", {"type": float, "help": "backbone lr relative to the head when fine-tuning (0.1)"}),
     ("--workers", {"type": int, "help": "data loading processes (default 2)"}),
-    ("--seed", {"type": int}),
+    ("--seed", {"type": int, "help": "seed of the initial weights, the split, shuffling and augmentation (default 0)"}),
     ("--device", {"help": "auto, cpu or cuda"}),
-    ("--eval-every", {"type": positive_int}),
+    ("--eval-every", {"type": positive_int, "help": "validate every N epochs and after the last (default 1)"}),
 ]
 _SWITCHES = [
     ("--ema", "keep an EMA of the weights"),
@@ -75,6 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from effnet.training.config import TrainConfig
     from effnet.training.engine import train
 
     fields = set(TrainConfig.__dataclass_fields__)

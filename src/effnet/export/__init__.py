@@ -4,7 +4,8 @@
 >>> from effnet.export import export_model, fuse_for_inference
 >>> model = effnet.create_model("efficientnet_b0")
 >>> fused = fuse_for_inference(model)  # batch norms folded; `model` is untouched
->>> report = export_model(model, "onnx", tempfile.mkdtemp() + "/b0.onnx", img_size=64)
+>>> with tempfile.TemporaryDirectory() as folder:
+...     report = export_model(model, "onnx", folder + "/b0.onnx", img_size=64)
 >>> report.checked_with
 'onnxruntime'
 """

@@ -178,7 +178,8 @@ def export_model(
 
     >>> import effnet, tempfile
     >>> model = effnet.create_model("efficientnet_lite0")
-    >>> report = export_model(model, "onnx", tempfile.mkdtemp() + "/lite0.onnx", img_size=96)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     report = export_model(model, "onnx", folder + "/lite0.onnx", img_size=96)
     >>> report.max_abs_diff <= report.tolerance
     True
     """

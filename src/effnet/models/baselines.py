@@ -10,44 +10,44 @@ adds the same interface as its own models (``classifier_name``, ``reset_classifi
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import astuple, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torchvision
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
-from effnet.models.structure import ModelStructure, StageInfo, trace_channel_groups
+    from effnet.models.structure import ModelStructure
 
 
 @dataclass(frozen=True)
 class Baseline:
-    builder: Callable[..., nn.Module]
-    weights_enum: Any  # torchvision's weights enum; its DEFAULT entry is effnet's "imagenet"
+    """A torchvision network, named rather than imported, so listing the names costs no torch import."""
+
+    builder: str  # the builder function in torchvision.models
+    weights: str  # torchvision's weights enum in torchvision.models; its DEFAULT entry is effnet's "imagenet"
     classifier: str  # dotted name of the final nn.Linear
     stem: str  # dotted name of the first convolution
     resolution: int = 224
 
+    def build(self) -> nn.Module:
+        """A freshly initialised torchvision network (no weights)."""
+        import torchvision
+
+        return getattr(torchvision.models, self.builder)()
+
+    def weights_enum(self) -> Any:
+        import torchvision
+
+        return getattr(torchvision.models, self.weights)
+
 
 BASELINES: dict[str, Baseline] = {
-    "resnet18": Baseline(torchvision.models.resnet18, torchvision.models.ResNet18_Weights, "fc", "conv1"),
-    "resnet50": Baseline(torchvision.models.resnet50, torchvision.models.ResNet50_Weights, "fc", "conv1"),
-    "mobilenet_v3_small": Baseline(
-        torchvision.models.mobilenet_v3_small,
-        torchvision.models.MobileNet_V3_Small_Weights,
-        "classifier.3",
-        "features.0.0",
-    ),
-    "mobilenet_v3_large": Baseline(
-        torchvision.models.mobilenet_v3_large,
-        torchvision.models.MobileNet_V3_Large_Weights,
-        "classifier.3",
-        "features.0.0",
-    ),
-    "shufflenet_v2_x1_0": Baseline(
-        torchvision.models.shufflenet_v2_x1_0, torchvision.models.ShuffleNet_V2_X1_0_Weights, "fc", "conv1.0"
-    ),
+    "resnet18": Baseline("resnet18", "ResNet18_Weights", "fc", "conv1"),
+    "resnet50": Baseline("resnet50", "ResNet50_Weights", "fc", "conv1"),
+    "mobilenet_v3_small": Baseline("mobilenet_v3_small", "MobileNet_V3_Small_Weights", "classifier.3", "features.0.0"),
+    "mobilenet_v3_large": Baseline("mobilenet_v3_large", "MobileNet_V3_Large_Weights", "classifier.3", "features.0.0"),
+    "shufflenet_v2_x1_0": Baseline("shufflenet_v2_x1_0", "ShuffleNet_V2_X1_0_Weights", "fc", "conv1.0"),
 }
 
 
@@ -62,6 +62,8 @@ class _BaselineMixin:
         return self.get_submodule(self.classifier_name).out_features  # type: ignore[attr-defined]
 
     def reset_classifier(self, num_classes: int) -> None:
+        from torch import nn
+
         old = self.get_submodule(self.classifier_name)  # type: ignore[attr-defined]
         parent_name, _, leaf = self.classifier_name.rpartition(".")
         parent = self.get_submodule(parent_name) if parent_name else self  # type: ignore[attr-defined]
@@ -72,6 +74,10 @@ class _BaselineMixin:
 
         A stage is a run of consecutive residual blocks with the same output stride.
         """
+        import torch
+
+        from effnet.models.structure import ModelStructure, StageInfo, trace_channel_groups
+
         blocks = [
             name
             for name, module in self.named_modules()  # type: ignore[attr-defined]
@@ -122,6 +128,8 @@ def _output_strides(model: nn.Module, names: list[str], example: torch.Tensor) -
         )
         for name in names
     ]
+    import torch
+
     was_training = model.training
     try:
         with torch.no_grad():
@@ -136,7 +144,7 @@ def _output_strides(model: nn.Module, names: list[str], example: torch.Tensor) -
 def build_baseline(name: str) -> nn.Module:
     """A freshly initialised torchvision baseline with effnet's model interface (no weights)."""
     spec = BASELINES[name]
-    model = spec.builder()
+    model = spec.build()
     model.__class__ = type(f"Effnet{type(model).__name__}", (_BaselineMixin, type(model)), {})
     model.classifier_name = spec.classifier
     model.baseline_name = name

@@ -93,28 +93,37 @@ class RunLock:
     """An exclusive lock on a run directory, so two runs never write into one.
 
     Uses ``flock`` on ``RUN_DIR/.lock``: the kernel releases it when the process dies, even by
-    SIGKILL, so a crashed run never leaves a stale lock behind.
+    SIGKILL, so a crashed run never leaves a stale lock behind. On exit the lock file is removed
+    (while still locked), and so is the run directory itself when this lock created it and
+    nothing else was written there, e.g. after a run that failed before its first epoch.
     """
 
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / ".lock"
         self._fh: Any = None
+        self._created: list[Path] = []  # the folders this lock made, deepest last
 
     def __enter__(self) -> RunLock:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fh = open(self.path, "a+")  # noqa: SIM115 - held for the run's lifetime
-        except OSError as exc:
-            raise EffnetError(f"cannot use {self.path.parent} as a run directory: {exc.strerror or exc}") from None
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            owner = fh.read().strip() or "another process"
+        # A finishing run unlinks its lock file while holding the lock, so the file this process
+        # opened may be gone (or replaced) by the time it gets the lock: then try again.
+        for _ in range(100):
+            fh = self._open()
+            if fh is None:
+                continue
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                owner = fh.read().strip() or "another process"
+                fh.close()
+                raise EffnetError(
+                    f"{self.path.parent} is in use by another effnet run ({owner}); wait for it or choose another --out"
+                ) from None
+            if self._is_on_disk(fh):
+                break
             fh.close()
-            raise EffnetError(
-                f"{self.path.parent} is in use by another effnet run ({owner}); wait for it or choose another --out"
-            ) from None
+        else:
+            raise EffnetError(f"could not lock {self.path}: it keeps being replaced; is another run starting there?")
         fh.seek(0)
         fh.truncate()
         fh.write(f"pid {os.getpid()}")
@@ -122,8 +131,40 @@ class RunLock:
         self._fh = fh
         return self
 
+    def _open(self) -> Any:
+        """The lock file, opened (None if another run removed its empty folder meanwhile)."""
+        missing = []
+        for folder in (self.path.parent, *self.path.parent.parents):
+            if folder.exists():
+                break
+            missing.append(folder)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._created += [f for f in reversed(missing) if f not in self._created]
+            return open(self.path, "a+")  # noqa: SIM115 - held for the run's lifetime
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise EffnetError(f"cannot use {self.path.parent} as a run directory: {exc.strerror or exc}") from None
+
+    def _is_on_disk(self, fh: Any) -> bool:
+        try:
+            on_disk = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(fh.fileno())
+        return (mine.st_dev, mine.st_ino) == (on_disk.st_dev, on_disk.st_ino)
+
     def __exit__(self, *exc: object) -> None:
-        if self._fh is not None:
-            fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
-            self._fh.close()
-            self._fh = None
+        if self._fh is None:
+            return
+        self.path.unlink(missing_ok=True)  # before unlocking: see __enter__
+        fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+        self._fh.close()
+        self._fh = None
+        for folder in reversed(self._created):
+            try:
+                folder.rmdir()  # only succeeds while empty
+            except OSError:
+                break
+        self._created = []

@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from effnet._files import create_temp_beside
 from effnet.errors import EffnetError
 from effnet.weights.specs import WeightSpec
 
@@ -49,8 +49,7 @@ def download(
 ) -> Path:
     """Download ``url`` to ``dest`` atomically, verifying ``sha256`` (full digest or prefix)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
+    fd, tmp = create_temp_beside(dest, ".part")
     digest = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as out:

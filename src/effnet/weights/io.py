@@ -13,7 +13,7 @@ import errno
 import json
 import os
 import pickle
-import tempfile
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +23,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from effnet._files import create_temp_beside
 from effnet.errors import EffnetError
 
 EFFNET_FORMAT = "effnet"
@@ -159,16 +160,20 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], Any]) -> P
 
     The temporary file lives beside its destination and is fsynced before the rename, so a
     crash, a kill or a full disk never leaves a half-written file where a good one was; a
-    failed write raises :class:`EffnetError` saying the previous file is intact.
+    failed write raises :class:`EffnetError` saying the previous file is intact. The file gets
+    the permissions of any new file (0666 less the umask).
     """
     p = Path(path)
     tmp = ""
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+        fd, tmp_path = create_temp_beside(p, ".tmp")
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)  # what the umask made of 0666
         os.close(fd)
+        tmp = str(tmp_path)
         write(tmp)
         with open(tmp, "rb+") as fh:
+            os.fchmod(fh.fileno(), mode)  # writers such as safetensors may replace the file with a 0600 one
             os.fsync(fh.fileno())
         os.replace(tmp, p)
     except (OSError, SafetensorError) as exc:  # safetensors reports its I/O errors as SafetensorError

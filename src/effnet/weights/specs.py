@@ -241,16 +241,19 @@ def imagenet_categories() -> tuple[str, ...]:
     return tuple(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
 
 
+BASELINE_WEIGHT_TAG = "tv_in1k"  # every baseline's one pretrained entry: torchvision's default ImageNet weights
+
+
 def baseline_weight_spec(name: str) -> WeightSpec:
     """effnet's view of torchvision's default ImageNet weights for a baseline (from its public metadata)."""
     from effnet.models.baselines import BASELINES
 
-    entry = BASELINES[name].weights_enum.DEFAULT
+    entry = BASELINES[name].weights_enum().DEFAULT
     transform = entry.transforms()
     file_name = entry.url.rsplit("/", 1)[-1]
     return WeightSpec(
         arch=name,
-        tag="tv_in1k",
+        tag=BASELINE_WEIGHT_TAG,
         source_format="torchvision",
         preprocessing=Preprocessing(
             input_size=int(transform.crop_size[0]),
