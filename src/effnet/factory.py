@@ -65,10 +65,11 @@ def create_model(
             from :func:`effnet.scaled_config`; may be None when ``weights`` is an effnet
             checkpoint or the architecture can be read off the checkpoint.
         weights: ``"imagenet"`` (the default weights of ``name``), a tag such as ``"tf_in1k"``,
-            or a path to a torchvision, timm, efficientnet_pytorch or effnet checkpoint; the
-            format is detected.
+            or a path to a torchvision, timm, efficientnet_pytorch, Keras (``.keras``,
+            ``.weights.h5``, ``.h5``) or effnet checkpoint; the format is detected.
         num_classes: a new class count; with weights of another count, the classifier is
-            replaced (freshly initialised) and everything else is kept.
+            replaced (freshly initialised) and everything else is kept. Required (or
+            ``features_only``) for weights saved without a classifier.
         in_chans: input channels; pretrained RGB stem weights are adapted.
         drop_rate, drop_path_rate: dropout before the classifier and stochastic depth.
         features_only: return the feature maps at strides 2, 4, 8, 16, 32 instead of logits.
@@ -99,7 +100,9 @@ def create_model(
     converted: Converted | None = None
     meta: dict[str, Any] = {}
     if weights is not None:
-        config, converted, meta = _resolve_weights(config, weights)
+        config, converted, meta = _resolve_weights(
+            config, weights, allow_headless=num_classes is not None or features_only
+        )
     elif config is None:
         raise EffnetError("create_model needs a model name, a config, or weights to read the architecture from")
 
@@ -188,7 +191,7 @@ def _create_baseline(
 
 
 def _resolve_weights(
-    config: EfficientNetConfig | None, weights: str | os.PathLike[str]
+    config: EfficientNetConfig | None, weights: str | os.PathLike[str], allow_headless: bool = False
 ) -> tuple[EfficientNetConfig, Converted, dict[str, Any]]:
     """Turn ``weights`` (a tag or a path) into converted tensors and their metadata."""
     text = os.fspath(weights)
@@ -211,10 +214,10 @@ def _resolve_weights(
     else:
         raise EffnetError(f"weights={text!r} names registered weights; give the model name as well")
     ckpt = read_checkpoint(path)
-    new_config, converted = convert(ckpt, config)
+    new_config, converted = convert(ckpt, config, allow_headless)
     if not meta:
         meta = {"weights": str(path)}
-        meta.update(recorded_classes_and_preprocessing(ckpt.metadata, path))
+        meta.update(recorded_classes_and_preprocessing(converted.metadata, path))
         if "classes" not in meta and converted.num_classes == 1000:
             meta["classes"] = list(imagenet_categories())
     meta["source_format"] = converted.source_format

@@ -21,6 +21,7 @@ from effnet.errors import EffnetError
 from effnet.models.config import MODEL_CONFIGS, EfficientNetConfig, Layout, get_config
 from effnet.models.scaling import head_channels, resolve_layout, resolve_stages, stem_channels
 from effnet.weights.io import EFFNET_FORMAT, FORMAT_VERSION, Checkpoint
+from effnet.weights.specs import Preprocessing
 
 # Parts of one MBConv block in effnet's naming, in forward order.
 BLOCK_PARTS = ("expand.conv", "expand.bn", "dw.conv", "dw.bn", "se.fc1", "se.fc2", "project.conv", "project.bn")
@@ -48,6 +49,9 @@ class SourceFormat:
     classifier: str
     block: BlockMap  # (layout, effnet part) -> source prefix
     flavour: dict[str, Any] = field(default_factory=dict)  # arch fields its numerics need
+    # For formats whose files carry their own input scaling: (checkpoint, architecture) -> the
+    # Preprocessing (as a dict) that feeds the converted network what the source model saw.
+    preprocessing: Callable[[Checkpoint, EfficientNetConfig], dict[str, Any] | None] | None = None
 
 
 def _tv_block(layout: BlockLayout, part: str) -> str:
@@ -104,6 +108,39 @@ def _effnet_block(layout: BlockLayout, part: str) -> str:
     return f"stages.{layout.stage}.{layout.block}.{part}"
 
 
+# keras.applications.EfficientNet names layers block{stage}{letter}_{part} (block2a_expand_conv).
+_KERAS = {
+    "expand.conv": "expand_conv",
+    "expand.bn": "expand_bn",
+    "dw.conv": "dwconv",
+    "dw.bn": "bn",
+    "se.fc1": "se_reduce",
+    "se.fc2": "se_expand",
+    "project.conv": "project_conv",
+    "project.bn": "project_bn",
+}
+
+
+def _keras_block(layout: BlockLayout, part: str) -> str:
+    return f"block{layout.stage + 1}{chr(ord('a') + layout.block)}_{_KERAS[part]}"
+
+
+def _keras_preprocessing(ckpt: Checkpoint, config: EfficientNetConfig) -> dict[str, Any] | None:
+    """The Keras model's in-graph input scaling (read by :mod:`effnet.weights.keras`) as effnet preprocessing.
+
+    The input size is the one the Keras model was built for when its file records it, else the
+    variant's. Keras applications prescribe no resize or crop; this is the evaluation transform of
+    the TensorFlow EfficientNet reference the Keras ImageNet weights come from: bicubic, centre
+    crop of size / (size + 32).
+    """
+    recorded = ckpt.metadata.get("keras_input")
+    if not isinstance(recorded, dict):
+        return None
+    size = recorded.get("input_size") or config.resolution
+    mean, std = tuple(recorded["mean"]), tuple(recorded["std"])
+    return Preprocessing(size, size + 32, "bicubic", mean, std).to_dict()
+
+
 _TF_FLAVOUR = {"padding": "same", "bn_eps": 1e-3, "bn_momentum": 0.01}
 
 FORMATS: dict[str, SourceFormat] = {
@@ -145,6 +182,18 @@ FORMATS: dict[str, SourceFormat] = {
             block=_lukemelas_block,
             flavour=_TF_FLAVOUR,
         ),
+        SourceFormat(
+            # keras.applications.EfficientNetB0-B7, read by effnet.weights.keras. Keras layers use
+            # TF "same" padding (explicit asymmetric zero padding before strided convs) and eps 1e-3.
+            name="keras",
+            signature="stem_conv.weight",
+            stem={"stem.conv": "stem_conv", "stem.bn": "stem_bn"},
+            head=lambda n: {"head.conv": "top_conv", "head.bn": "top_bn"},
+            classifier="predictions",
+            block=_keras_block,
+            flavour=_TF_FLAVOUR,
+            preprocessing=_keras_preprocessing,
+        ),
     )
 }
 
@@ -159,7 +208,7 @@ def detect_format(ckpt: Checkpoint) -> SourceFormat:
     sample = ", ".join(list(ckpt.tensors)[:4])
     raise EffnetError(
         f"{ckpt.path or 'checkpoint'} is not a recognised EfficientNet checkpoint (expected torchvision, "
-        f"timm, efficientnet_pytorch or effnet layer names; its first keys are: {sample})"
+        f"timm, efficientnet_pytorch, Keras or effnet layer names; its first keys are: {sample})"
     )
 
 
@@ -231,10 +280,15 @@ def _head_dims(fmt: SourceFormat, ckpt: Checkpoint) -> tuple[int, int]:
     return num_classes, in_chans
 
 
-def _try_map(config: EfficientNetConfig, fmt: SourceFormat, ckpt: Checkpoint) -> tuple[dict[str, str], list[str]]:
-    """The key map and a list of problems (empty when the checkpoint fits ``config``)."""
+def _try_map(
+    config: EfficientNetConfig, fmt: SourceFormat, ckpt: Checkpoint, headless: bool = False
+) -> tuple[dict[str, str], list[str]]:
+    """The key map and a list of problems (empty when the checkpoint fits ``config``).
+
+    ``headless``: the checkpoint was saved without its classifier, so none is expected.
+    """
     shapes = expected_shapes(config)
-    mapping = key_map(config, fmt, list(shapes))
+    mapping = key_map(config, fmt, [k for k in shapes if not (headless and k.startswith("classifier."))])
     problems = []
     for ours, theirs in mapping.items():
         tensor = ckpt.tensors.get(theirs)
@@ -253,12 +307,13 @@ def guess_architecture(ckpt: Checkpoint, fmt: SourceFormat | None = None) -> str
     """The registered model whose layer shapes this checkpoint matches exactly, if any."""
     fmt = fmt or detect_format(ckpt)
     num_classes, in_chans = _head_dims(fmt, ckpt)
-    count = _count_without_bn_counters(ckpt.tensors)
+    headless = num_classes == 0
+    count = _count_without_bn_counters(ckpt.tensors) + (2 if headless else 0)  # a classifier's weight and bias
     for name, config in MODEL_CONFIGS.items():
         if _count_without_bn_counters(expected_shapes(config)) != count:
             continue  # cheap rejection before mapping every key
         candidate = config.replace(num_classes=max(num_classes, 1), in_chans=in_chans)
-        if not _try_map(candidate, fmt, ckpt)[1]:
+        if not _try_map(candidate, fmt, ckpt, headless)[1]:
             return name
     return None
 
@@ -267,13 +322,16 @@ def _count_without_bn_counters(keys: Any) -> int:
     return sum(1 for k in keys if not k.endswith("num_batches_tracked"))
 
 
-def convert(ckpt: Checkpoint, config: EfficientNetConfig | None) -> tuple[EfficientNetConfig, Converted]:
+def convert(
+    ckpt: Checkpoint, config: EfficientNetConfig | None, allow_headless: bool = False
+) -> tuple[EfficientNetConfig, Converted]:
     """Translate ``ckpt`` to effnet's names for ``config`` (or the architecture it records).
 
     Returns the config the weights belong to (with the source's numerical flavour, class
     count and input channels) and the converted weights. Any mismatch raises
     :class:`EffnetError` naming the first differing layer and, when it can tell, the
-    architecture the checkpoint does fit.
+    architecture the checkpoint does fit. ``allow_headless`` accepts a checkpoint without a
+    classifier (``Converted.num_classes`` is then 0) for a caller that puts on a new one.
     """
     fmt = detect_format(ckpt)
     recorded = ckpt.metadata.get("arch")
@@ -306,11 +364,16 @@ def convert(ckpt: Checkpoint, config: EfficientNetConfig | None) -> tuple[Effici
         config = get_config(guessed)
 
     num_classes, in_chans = _head_dims(fmt, ckpt)
-    if num_classes == 0:
-        raise EffnetError(f"{ckpt.path} has no classifier weights ({fmt.classifier}.weight); it is not a full model")
+    headless = num_classes == 0
+    if headless and not allow_headless:
+        raise EffnetError(
+            f"{ckpt.path} has no classifier weights ({fmt.classifier}.weight), e.g. a Keras model saved with "
+            "include_top=False; effnet.create_model(weights=..., num_classes=N) puts a new head on it "
+            "(the effnet commands need a file with its classifier)"
+        )
     flavour = flavour_for(fmt, ckpt) if fmt.name != EFFNET_FORMAT else {}
-    target = config.replace(num_classes=num_classes, in_chans=in_chans, **flavour)
-    mapping, problems = _try_map(target, fmt, ckpt)
+    target = config.replace(num_classes=num_classes or config.num_classes, in_chans=in_chans, **flavour)
+    mapping, problems = _try_map(target, fmt, ckpt, headless)
     if problems:
         guess = guess_architecture(ckpt, fmt)
         hint = f"; it looks like {guess}" if guess and guess != config.name else ""
@@ -320,13 +383,18 @@ def convert(ckpt: Checkpoint, config: EfficientNetConfig | None) -> tuple[Effici
     for ours, theirs in mapping.items():
         tensor = ckpt.tensors.get(theirs)
         state[ours] = tensor if tensor is not None else torch.zeros((), dtype=torch.long)
+    metadata = dict(ckpt.metadata)
+    if fmt.preprocessing is not None:
+        preprocessing = fmt.preprocessing(ckpt, target)
+        if preprocessing is not None:
+            metadata["preprocessing"] = preprocessing
     converted = Converted(
         state_dict=state,
         source_format=fmt.name,
         flavour=flavour,
         num_classes=num_classes,
         in_chans=in_chans,
-        metadata=dict(ckpt.metadata),
+        metadata=metadata,
     )
     return target, converted
 

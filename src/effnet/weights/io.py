@@ -53,10 +53,11 @@ def _is_safetensors(path: Path) -> bool:
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
-    """Load the tensors of a ``.pth``/``.pt``/``.bin``/``.safetensors`` file without running code.
+    """Load the tensors of a ``.pth``/``.pt``/``.bin``/``.safetensors`` or Keras file without running code.
 
     Wrapped training checkpoints (``{"state_dict": ...}``, ``{"model": ...}``, EMA weights)
-    and DistributedDataParallel's ``module.`` prefixes are unwrapped.
+    and DistributedDataParallel's ``module.`` prefixes are unwrapped. Keras ``.keras``,
+    ``.weights.h5`` and legacy ``.h5`` files are read by :mod:`effnet.weights.keras`.
     """
     p = Path(path)
     if not p.exists():
@@ -67,6 +68,10 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         raise EffnetError(f"checkpoint {p} is empty (0 bytes); download or copy it again")
     if _is_safetensors(p):
         return _read_safetensors(p)
+    from effnet.weights.keras import is_keras_file, read_keras  # it builds on this module
+
+    if is_keras_file(p):
+        return read_keras(p)
     return _read_torch(p)
 
 
