@@ -315,12 +315,16 @@ def adapt_input_channels(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     return tiled * (weight.shape[1] / in_chans)
 
 
-def save_model(model: nn.Module, path: str | os.PathLike[str], metadata: dict[str, Any] | None = None) -> Path:
+def save_model(
+    model: nn.Module, path: str | os.PathLike[str], metadata: dict[str, Any] | None = None, sparse: bool = False
+) -> Path:
     """Write ``model`` as an effnet checkpoint (safetensors + JSON metadata) that rebuilds itself.
 
     The metadata records the architecture block by block, the class names and preprocessing
     the model carries (``model.pretrained_meta``), plus ``metadata``; ``create_model(weights=path)``
     and every command that takes ``--weights`` load it back. No Python objects are pickled.
+    ``sparse=True`` stores mostly-zero tensors (an unstructured-pruned model) as a bit mask plus
+    their non-zero values, so the file shrinks with the sparsity.
 
     >>> import tempfile, effnet
     >>> model = effnet.create_model("efficientnet_lite0", num_classes=3)
@@ -342,4 +346,4 @@ def save_model(model: nn.Module, path: str | os.PathLike[str], metadata: dict[st
             record[key] = meta[key]
     record.update(metadata or {})
     module = getattr(model, "_orig_mod", model)  # a torch.compile wrapper saves its module's names
-    return write_checkpoint(path, module.state_dict(), record)
+    return write_checkpoint(path, module.state_dict(), record, sparse=sparse)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import math
 import os
 import pickle
 import stat
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -108,7 +110,61 @@ def _read_safetensors(p: Path) -> Checkpoint:
             raise EffnetError(f"checkpoint {p} has unreadable effnet metadata; it was not written by effnet")
     else:
         metadata = {k: v for k, v in raw_meta.items()}
+    if metadata.get("sparse"):
+        tensors = _decode_sparse(tensors, metadata["sparse"], p)
     return Checkpoint(tensors=tensors, metadata=metadata, path=str(p))
+
+
+# Sparse storage: a mostly-zero tensor is written as a bit mask (one bit per element, packed)
+# plus its non-zero values, which is what makes an unstructured-pruned model smaller on disk.
+_MASK, _VALUES = ".__mask__", ".__values__"
+SPARSE_MIN_ZEROS = 0.25  # below this share of zeros a dense tensor is smaller or about as small
+_MAX_ELEMENTS = 2**31
+
+
+def _encode_sparse(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    out: dict[str, torch.Tensor] = {}
+    index: dict[str, Any] = {}
+    for name, tensor in tensors.items():
+        zeros = int((tensor == 0).sum()) if tensor.is_floating_point() and tensor.numel() >= 256 else 0
+        if zeros < SPARSE_MIN_ZEROS * max(tensor.numel(), 1):
+            out[name] = tensor
+            continue
+        flat = tensor.flatten()
+        keep = flat != 0
+        out[name + _MASK] = torch.from_numpy(np.packbits(keep.numpy()))
+        out[name + _VALUES] = flat[keep].clone()
+        index[name] = list(tensor.shape)
+    return out, index
+
+
+def _decode_sparse(tensors: dict[str, torch.Tensor], index: Any, p: Path) -> dict[str, torch.Tensor]:
+    """Dense tensors again; the index comes from an untrusted file, so every size is checked."""
+    bad = f"checkpoint {p} has malformed sparse tensors; it was not written by effnet"
+    if not isinstance(index, dict):
+        raise EffnetError(bad)
+    out = {k: v for k, v in tensors.items() if not k.endswith((_MASK, _VALUES))}
+    for name, shape in index.items():
+        mask, values = tensors.get(name + _MASK), tensors.get(name + _VALUES)
+        if (
+            mask is None
+            or values is None
+            or not isinstance(shape, list)
+            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d for d in shape)
+            or math.prod(shape) > _MAX_ELEMENTS
+            or mask.dtype != torch.uint8
+            or mask.dim() != 1
+            or values.dim() != 1
+            or mask.numel() != (math.prod(shape) + 7) // 8
+        ):
+            raise EffnetError(bad)
+        keep = torch.from_numpy(np.unpackbits(mask.numpy(), count=math.prod(shape)).astype(bool))
+        if int(keep.sum()) != values.numel():
+            raise EffnetError(bad)
+        dense = torch.zeros(math.prod(shape), dtype=values.dtype)
+        dense[keep] = values
+        out[name] = dense.reshape(shape)
+    return out
 
 
 def _read_torch(p: Path) -> Checkpoint:
@@ -196,11 +252,22 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], Any]) -> P
 
 
 def write_checkpoint(
-    path: str | os.PathLike[str], tensors: Mapping[str, torch.Tensor], metadata: dict[str, Any]
+    path: str | os.PathLike[str],
+    tensors: Mapping[str, torch.Tensor],
+    metadata: dict[str, Any],
+    sparse: bool = False,
 ) -> Path:
-    """Write effnet's format atomically: safetensors with JSON metadata under the ``effnet`` key."""
+    """Write effnet's format atomically: safetensors with JSON metadata under the ``effnet`` key.
+
+    With ``sparse=True``, tensors with at least a quarter zeros are stored as a bit mask plus their
+    non-zero values (:func:`read_checkpoint` restores them); the file shrinks with the sparsity.
+    """
     meta = {"format": EFFNET_FORMAT, "format_version": FORMAT_VERSION, **metadata}
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    if sparse:
+        contiguous, index = _encode_sparse(contiguous)
+        if index:
+            meta["sparse"] = index
     return atomic_write(path, lambda tmp: save_file(contiguous, tmp, metadata={"effnet": json.dumps(meta)}))
 
 
