@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from effnet.devices import resolve_device
 from effnet.errors import EffnetError, out_of_memory_message
 from effnet.factory import create_model
+from effnet.schemas import EpochMetrics, RunSummary
 from effnet.training import distributed as D
 from effnet.training.config import TrainConfig, resolve_config
 from effnet.training.evaluate import EvalResult, evaluate
@@ -559,7 +560,7 @@ class _Trainer:
             write_checkpoint(self.run_dir / "best.safetensors", weights, meta)
         if evaluated is not None:
             write_json(self.run_dir / "eval_last.json", evaluated.to_dict())
-        _append_line(self.run_dir / "metrics.jsonl", row)
+        _append_line(self.run_dir / "metrics.jsonl", EpochMetrics(**row).to_dict())
         save_state(self.state_path, self._state(epoch + 1))  # the commit point of this epoch
 
     def _write_summary(self, result: TrainResult) -> None:
@@ -571,21 +572,21 @@ class _Trainer:
         except Exception:  # noqa: BLE001 - FLOPs are informative only; never fail a finished run
             flops = None
         best = self.run_dir / "best.safetensors"
-        summary = {
-            "model": self.cfg.model,
-            "params": count_params(model),
-            "flops": flops,
-            "size_mb": best.stat().st_size / 2**20 if best.exists() else None,  # MiB, as effnet bench
-            "best_val_top1": result.best_top1,
-            "best_epoch": result.best_epoch,
-            "epochs": self.cfg.epochs,
-            "classes": self.classes,
-            "img_size": self.preprocessing.input_size,
-            "train_time_s": result.train_time_s,
-            "skipped_images": result.skipped_images,
-            "data": self.data.source,
-        }
-        write_json(self.run_dir / "summary.json", summary)
+        summary = RunSummary(
+            model=self.cfg.model,
+            params=count_params(model),
+            flops=flops,
+            size_mb=best.stat().st_size / 2**20 if best.exists() else None,  # MiB, as effnet bench
+            best_val_top1=result.best_top1,
+            best_epoch=result.best_epoch,
+            epochs=self.cfg.epochs,
+            classes=self.classes,
+            img_size=self.preprocessing.input_size,
+            train_time_s=result.train_time_s,
+            skipped_images=result.skipped_images,
+            data=self.data.source,
+        )
+        write_json(self.run_dir / "summary.json", summary.to_dict())
 
     def _progress(self, epoch: int) -> Any:
         if not (self.main and self.cfg.progress):
