@@ -47,8 +47,8 @@ class Record:
 
     Field types are limited to what JSON holds: ``str``, ``int``, ``float``, ``bool``, ``Any``,
     another ``Record``, ``list[...]`` of those, and ``X | None``. A field without a default is
-    required unless it may be null; a key that is missing or null takes the field's default. ``metadata={"key": ...}``
-    names a key that is not a valid Python identifier (``"class"``).
+    required unless it may be null; a key that is missing or null takes the field's default.
+    ``metadata={"key": ...}`` names a key that is not a valid Python identifier (``"class"``).
     """
 
     SCHEMA: ClassVar[str | None] = None  # a file's kind; None for records nested inside a file

@@ -129,7 +129,7 @@ def effnet_cli(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "effnet", *argv], capture_output=True, text=True, timeout=300)
 
 
-def test_predict_runs_an_exported_onnx_file_like_its_checkpoint(tmp_path, sample_photos):
+def test_predict_runs_an_exported_onnx_file_like_its_checkpoint(tmp_path, capsys, sample_photos):
     from tests.export.tiny import IMG, tiny_effnet
 
     from effnet.weights.specs import Preprocessing
@@ -142,14 +142,15 @@ def test_predict_runs_an_exported_onnx_file_like_its_checkpoint(tmp_path, sample
     }
     checkpoint = write_checkpoint(tmp_path / "best.safetensors", model.state_dict(), meta)
     onnx_file = tmp_path / "model.onnx"
-    exported = effnet_cli("export", "--weights", str(checkpoint), "--out", str(onnx_file))
-    assert exported.returncode == 0, exported.stderr
+    assert run_cli(capsys, "export", "--weights", str(checkpoint), "--out", str(onnx_file))[0] == 0
     photos = [str(p) for p in sample_photos.values()]
+    code, out, _ = run_cli(capsys, "predict", *photos, "--weights", str(checkpoint), "--json", "--topk", "3")
+    torch_results = json.loads(out)
 
+    # As a user runs it: a fresh process, the ONNX file as --weights.
     from_onnx = effnet_cli("predict", *photos, "--weights", str(onnx_file), "--json", "--topk", "3")
-    from_checkpoint = effnet_cli("predict", *photos, "--weights", str(checkpoint), "--json", "--topk", "3")
     assert from_onnx.returncode == 0 and from_onnx.stderr == "", from_onnx.stderr
-    onnx_results, torch_results = json.loads(from_onnx.stdout), json.loads(from_checkpoint.stdout)
+    onnx_results = json.loads(from_onnx.stdout)
     assert [r["image"] for r in onnx_results] == photos
     for ours, theirs in zip(onnx_results, torch_results, strict=True):
         assert [p["label"] for p in ours["predictions"]] == [p["label"] for p in theirs["predictions"]]
@@ -158,10 +159,10 @@ def test_predict_runs_an_exported_onnx_file_like_its_checkpoint(tmp_path, sample
             assert a["prob"] == pytest.approx(b["prob"], abs=1e-4)
 
     # Commands that need the PyTorch weights say so in one line and name the checkpoint.
-    evaluated = effnet_cli("eval", "--weights", str(onnx_file), "--data", str(tmp_path))
-    assert evaluated.returncode == 1 and evaluated.stderr.count("\n") == 1
-    assert f"{onnx_file} is an ONNX file, not a PyTorch checkpoint" in evaluated.stderr
-    assert f"it was exported from {checkpoint}" in evaluated.stderr
+    code, _, err = run_cli(capsys, "eval", "--weights", str(onnx_file), "--data", str(tmp_path))
+    assert code == 1 and err.count("\n") == 1
+    assert f"{onnx_file} is an ONNX file, not a PyTorch checkpoint" in err
+    assert f"it was exported from {checkpoint}" in err
 
 
 def test_predict_refuses_an_onnx_file_without_preprocessing(tmp_path, capsys):
