@@ -50,8 +50,10 @@ def _no_temporary_files_left(request: pytest.FixtureRequest):
     """The suite fails if it leaves anything in TMPDIR: a user's /tmp must not fill up either."""
     fresh = request.config.stash[_SESSION_TMPDIR]
     yield
-    left = sorted(p.name for p in fresh.iterdir() if p.name not in FOREIGN_TEMP_FILES)
-    assert not left, f"the tests left these in TMPDIR ({fresh}): {left}"
+    left = sorted(p for p in fresh.iterdir() if p.name not in FOREIGN_TEMP_FILES)
+    # Name a few files inside each folder left behind: they usually tell which test made it.
+    named = [str(q.relative_to(fresh)) for p in left for q in [p, *sorted(p.rglob("*"))[:3]]]
+    assert not left, f"the tests left these in TMPDIR ({fresh}): {named}"
 
 
 def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

@@ -102,6 +102,24 @@ def classify(
     return results
 
 
+def load_classifier(
+    model: str | None, weights: str | os.PathLike[str], device: str | torch.device = "auto"
+) -> nn.Module:
+    """The model ``effnet predict --model --weights`` names: a checkpoint or named weights, or an exported ONNX file.
+
+    An ``.onnx`` file (as ``effnet export`` writes it) runs in ONNX Runtime with the
+    preprocessing and class names recorded in it; ``model`` is then not needed.
+    """
+    if Path(weights).suffix.lower() == ".onnx":
+        from effnet.export.onnx_module import OnnxModule
+
+        dev = resolve_device(device)
+        return OnnxModule(weights, device="cuda" if dev.type == "cuda" else "cpu")
+    from effnet.factory import create_model
+
+    return create_model(model, weights=weights)
+
+
 def predict(
     inputs: Iterable[str | os.PathLike[str]],
     model: str = "efficientnet_lite0",
@@ -110,11 +128,9 @@ def predict(
     batch_size: int = 16,
     device: str = "auto",
 ) -> list[ImageResult]:
-    """Build ``model`` with ``weights`` and classify ``inputs`` (files or folders).
+    """Build ``model`` with ``weights`` (or load an exported ``.onnx`` file) and classify ``inputs``.
 
     Example: ``predict(["cat.jpg"])[0].predictions[0].label`` gives ``'tabby'`` for a tabby.
     """
-    from effnet.factory import create_model
-
-    net = create_model(model, weights=weights)
+    net = load_classifier(model, weights, device)
     return classify(net, [Path(p) for p in inputs], topk=topk, batch_size=batch_size, device=device)

@@ -104,7 +104,7 @@ def test_a_batch_that_does_not_fit_names_a_smaller_one(error, measure_memory):
 def test_onnxruntime_runs_the_checked_export_and_onnx_files(tmp_path):
     model = tiny_effnet("same")
     onnx_file = tmp_path / "tiny.onnx"
-    export_model(model, "onnx", onnx_file, img_size=IMG)  # static batch 1
+    export_model(model, "onnx", onnx_file, img_size=IMG, dynamic_batch=False)  # a file fixed at batch 1
     report = benchmark(
         [("tiny", model), str(onnx_file)],
         runtimes=["torch", "onnxruntime"],
@@ -207,6 +207,14 @@ def test_reference_rows_follow_their_model():
     assert report.results[0].params == report.results[1].params == 5_288_548
 
 
+@pytest.mark.parametrize(("model", "library"), [("efficientnet_b0", "torchvision"), ("efficientnet_lite0", "timm")])
+def test_reference_takes_its_input_size_from_the_effnet_model(model, library):
+    # The README's command: no --img-size, so the reference library's module (which records no
+    # resolution) must get the size of the effnet model it mirrors.
+    report = benchmark([model], reference=library, warmup=0, repeats=1, measure_memory=False)
+    assert [(r.source, r.img_size, r.error) for r in report.results] == [("effnet", 224, None), (library, 224, None)]
+
+
 def test_accuracy_on_an_image_folder_agrees_across_runtimes(tmp_path, sample_photos):
     from effnet.predict import classify
 
@@ -225,6 +233,7 @@ def test_accuracy_on_an_image_folder_agrees_across_runtimes(tmp_path, sample_pho
         measure_memory=False,
     )
     assert [r.top1 for r in report.results] == [100.0, 100.0]
+    assert report.data == str(tmp_path) and report.to_dict()["data"] == str(tmp_path)  # what top-1 was measured on
 
 
 def test_whole_call_mistakes_raise_before_measuring(tmp_path, monkeypatch):

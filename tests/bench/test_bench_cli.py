@@ -4,6 +4,7 @@ import pytest
 from tests.export.tiny import IMG, tiny_effnet
 
 from effnet.cli import main
+from effnet.schemas import BenchReport
 from effnet.weights.io import write_checkpoint
 
 REQUIRED = {
@@ -35,6 +36,8 @@ def test_bench_json_follows_the_schema_the_report_reads(tmp_path, capsys):
     assert main([*args, "--threads", "1", "--runtime", "torch,onnxruntime", "--json"]) == 1  # one model is unknown
     captured = capsys.readouterr()
     report = json.loads(captured.out)
+    assert (report["schema"], report["schema_version"]) == ("effnet.bench", 1)
+    assert BenchReport.from_dict(report).to_dict() == report  # the schema effnet report reads it with
     assert {"device": str, "threads": int, "torch_version": str, "cpu": str}.items() <= {
         k: type(v) for k, v in report.items()
     }.items()

@@ -123,3 +123,58 @@ def test_out_of_memory_names_the_batch_size(capsys, monkeypatch, sample_photos):
     code, _, err = run_cli(capsys, "predict", *photos, "--batch-size", "2")
     assert code == 1 and err.count("\n") == 1
     assert "out of memory at batch size 2" in err and "--batch-size 1" in err
+
+
+def effnet_cli(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "effnet", *argv], capture_output=True, text=True, timeout=300)
+
+
+def test_predict_runs_an_exported_onnx_file_like_its_checkpoint(tmp_path, capsys, sample_photos):
+    from tests.export.tiny import IMG, tiny_effnet
+
+    from effnet.weights.specs import Preprocessing
+
+    model = tiny_effnet(num_classes=3)
+    meta = {
+        "arch": model.config.to_dict(),
+        "classes": ["cat", "coffee", "rocket"],
+        "preprocessing": Preprocessing(IMG, IMG + 8, "bilinear").to_dict(),
+    }
+    checkpoint = write_checkpoint(tmp_path / "best.safetensors", model.state_dict(), meta)
+    onnx_file = tmp_path / "model.onnx"
+    assert run_cli(capsys, "export", "--weights", str(checkpoint), "--out", str(onnx_file))[0] == 0
+    photos = [str(p) for p in sample_photos.values()]
+    code, out, _ = run_cli(capsys, "predict", *photos, "--weights", str(checkpoint), "--json", "--topk", "3")
+    torch_results = json.loads(out)
+
+    # As a user runs it: a fresh process, the ONNX file as --weights.
+    from_onnx = effnet_cli("predict", *photos, "--weights", str(onnx_file), "--json", "--topk", "3")
+    assert from_onnx.returncode == 0 and from_onnx.stderr == "", from_onnx.stderr
+    onnx_results = json.loads(from_onnx.stdout)
+    assert [r["image"] for r in onnx_results] == photos
+    for ours, theirs in zip(onnx_results, torch_results, strict=True):
+        assert [p["label"] for p in ours["predictions"]] == [p["label"] for p in theirs["predictions"]]
+        assert {p["label"] for p in ours["predictions"]} == {"cat", "coffee", "rocket"}  # names from the file
+        for a, b in zip(ours["predictions"], theirs["predictions"], strict=True):
+            assert a["prob"] == pytest.approx(b["prob"], abs=1e-4)
+
+    # Commands that need the PyTorch weights say so in one line and name the checkpoint.
+    code, _, err = run_cli(capsys, "eval", "--weights", str(onnx_file), "--data", str(tmp_path))
+    assert code == 1 and err.count("\n") == 1
+    assert f"{onnx_file} is an ONNX file, not a PyTorch checkpoint" in err
+    assert f"it was exported from {checkpoint}" in err
+
+
+def test_predict_refuses_an_onnx_file_without_preprocessing(tmp_path, capsys):
+    import onnx
+    from tests.export.tiny import IMG, tiny_effnet
+
+    from effnet.export import export_model
+
+    path = tmp_path / "bare.onnx"
+    export_model(tiny_effnet(), "onnx", path, img_size=IMG)
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]  # as another tool would write it
+    onnx.save(proto, str(path))
+    code, _, err = run_cli(capsys, "predict", str(path), "--weights", str(path))
+    assert code == 1 and err.count("\n") == 1 and "records no preprocessing" in err

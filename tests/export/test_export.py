@@ -12,6 +12,7 @@ from tests.export.tiny import IMG, plain_cnn, tiny_effnet
 
 from effnet.errors import EffnetError
 from effnet.export import FORMATS, ExportReport, export_model
+from effnet.weights.specs import Preprocessing
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript", "pt2"])
@@ -25,7 +26,8 @@ def test_every_format_is_written_checked_and_reproduces_eager(tmp_path, fmt):
 
     assert isinstance(report, ExportReport) and report.path == str(out) and out.stat().st_size == report.size_bytes
     assert report.checked_with == FORMATS[fmt].checked_with
-    assert report.input_shape == [1, 3, IMG, IMG] and report.checked_batch_sizes == [1]
+    assert report.input_shape == [2, 3, IMG, IMG] and report.checked_batch_sizes == [1, 2]  # any batch by default
+    assert report.dynamic_batch
     assert 0 <= report.max_abs_diff <= report.tolerance
     assert report.fused and report.arch == model.config.name
     json.dumps(report.to_dict())
@@ -55,10 +57,18 @@ def test_onnx_export_has_constant_padding_folded_into_convolutions(tmp_path):
 
 def test_dynamic_batch_onnx_runs_any_batch(tmp_path):
     out = tmp_path / "dyn.onnx"
-    report = export_model(tiny_effnet(), "onnx", out, img_size=IMG, dynamic_batch=True, opset=18)
+    report = export_model(tiny_effnet(), "onnx", out, img_size=IMG, opset=18)
     assert report.checked_batch_sizes == [1, 2] and report.opset == 18
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert session.run(None, {"input": np.zeros((5, 3, IMG, IMG), np.float32)})[0].shape == (5, 10)
+
+
+def test_a_fixed_batch_is_still_available_from_python(tmp_path):
+    out = tmp_path / "fixed.onnx"
+    report = export_model(tiny_effnet(), "onnx", out, img_size=IMG, batch_size=4, dynamic_batch=False)
+    assert report.input_shape[0] == 4 and report.checked_batch_sizes == [4] and not report.dynamic_batch
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == [4, 3, IMG, IMG]
 
 
 def test_any_module_exports_and_records_its_metadata(tmp_path):
@@ -97,3 +107,16 @@ def test_bad_requests_are_one_line_errors(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)
     with pytest.raises(EffnetError, match="pip install onnx"):
         export_model(model, "onnx", tmp_path / "m.onnx", img_size=32)
+
+
+def test_a_file_exported_at_another_size_records_preprocessing_for_that_size(tmp_path):
+    model = tiny_effnet()
+    model.pretrained_meta = {
+        "preprocessing": Preprocessing(IMG, IMG + 16, "bilinear").to_dict(),
+        "classes": list("abcdefghij"),
+    }
+    out = tmp_path / "half.onnx"
+    export_model(model, "onnx", out, img_size=IMG // 2)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    pre = json.loads(session.get_modelmeta().custom_metadata_map["effnet"])["preprocessing"]
+    assert (pre["input_size"], pre["resize_size"], pre["interpolation"]) == (IMG // 2, (IMG + 16) // 2, "bilinear")

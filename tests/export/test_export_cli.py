@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import onnxruntime as ort
 from tests.export.tiny import IMG, tiny_effnet
 
@@ -12,14 +13,24 @@ def _checkpoint(tmp_path):
     return write_checkpoint(tmp_path / "tiny.safetensors", model.state_dict(), {"arch": model.config.to_dict()})
 
 
-def test_export_cli_writes_a_checked_onnx_file(tmp_path, capsys):
+def test_export_cli_writes_a_checked_onnx_file_for_any_batch(tmp_path, capsys):
     out = tmp_path / "deploy" / "tiny.onnx"
-    assert main(["export", "--weights", str(_checkpoint(tmp_path)), "--out", str(out), "--dynamic-batch"]) == 0
+    assert main(["export", "--weights", str(_checkpoint(tmp_path)), "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert f"input 2x3x{IMG}x{IMG}, any batch" in text
     assert "checked with onnxruntime at batch 1, 2: max abs difference" in text
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape[1:] == [3, IMG, IMG]
+    for batch in (1, 8):
+        logits = session.run(None, {"input": np.zeros((batch, 3, IMG, IMG), np.float32)})[0]
+        assert logits.shape == (batch, 10)
+    # The default file benchmarks at several batch sizes (it used to be fixed at batch 1).
+    assert main(["bench", str(out), "--batch-sizes", "1,8", "--repeats", "2", "--warmup", "0", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["results"]
+    assert [(r["batch_size"], r["error"]) for r in rows] == [(1, None), (8, None)]
+    # The old opt-in flag still works and changes nothing.
+    assert main(["export", "--weights", str(_checkpoint(tmp_path)), "--out", str(out), "--dynamic-batch"]) == 0
+    assert "any batch" in capsys.readouterr().out
 
 
 def test_export_cli_json_report_and_format_from_suffix(tmp_path, capsys):

@@ -6,8 +6,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from effnet.report import (
+    BenchFile,
     BenchReport,
     BenchResult,
+    CompressionFile,
     CompressionPass,
     CompressionReport,
     EpochMetrics,
@@ -63,16 +65,22 @@ def test_rows_cover_runs_passes_bench_results_and_standalone_passes():
         source=Path("runs/b0"),
         summary=RunSummary(model="efficientnet_b0", size_mb=16.0, best_val_top1=91.0, best_epoch=7, epochs=8),
         epochs=(EpochMetrics(epoch=1, val_top1=50.0),),
-        compression=CompressionReport(Path("runs/b0/compression.json"), "efficientnet_b0", (CompressionPass("int8"),)),
-    )
-    bench = BenchReport(
-        source=Path("bench.json"),
-        results=(
-            BenchResult("efficientnet_b1", "onnxruntime", "int8", 8, 240, latency_ms_median=3.0),
-            BenchResult("efficientnet_b7", error="out of memory"),
+        compression=CompressionFile(
+            Path("runs/b0/compression.json"), CompressionReport("efficientnet_b0", [CompressionPass("int8")])
         ),
     )
-    alone = CompressionReport(Path("lite0.json"), "lite0", (CompressionPass("prune", top1=70.0, latency_ms=2.0),))
+    bench = BenchFile(
+        Path("bench.json"),
+        BenchReport(
+            results=[
+                BenchResult("efficientnet_b1", "onnxruntime", "int8", 8, 240, latency_ms_median=3.0),
+                BenchResult("efficientnet_b7", error="out of memory"),
+            ],
+        ),
+    )
+    alone = CompressionFile(
+        Path("lite0.json"), CompressionReport("lite0", [CompressionPass("prune", top1=70.0, latency_ms=2.0)])
+    )
     rows = ReportData(runs=[run], benches=[bench], compressions=[alone]).rows()
     assert [(r.kind, r.model, r.variant) for r in rows] == [
         ("run", "efficientnet_b0", "trained, 8 epochs (best: epoch 7)"),

@@ -20,8 +20,8 @@ from tests.report.factories import (
 
 from effnet.errors import EffnetError
 from effnet.report import ReportWarning, build_report, check_output, load_inputs, write_report
-from effnet.report._data import CompressionReport, PruneSensitivity
 from effnet.report._plots import prune_sensitivity_plot
+from effnet.schemas import CompressionReport, PruneSensitivity
 
 
 class Page(HTMLParser):
@@ -81,7 +81,7 @@ def page(full_report: Path) -> Page:
 
 
 def test_table_has_one_row_per_model_and_variant(page):
-    got = [(r[1], r[2], r[7], r[8], r[10], r[11]) for r in page.rows]
+    got = [(r[1], r[2], r[7], r[9], r[11], r[12]) for r in page.rows]
     assert got == [
         ("efficientnet_b0", "trained, 6 epochs (best: epoch 6)", "88.50", "—", "size", ""),
         ("efficientnet_b0", "baseline", "88.50", "12.00", "latency, size", ""),
@@ -145,14 +145,14 @@ def test_a_report_with_nothing_to_plot_still_has_its_table(tmp_path):
     bench = write_bench(tmp_path / "bench.json", [bench_result("efficientnet_b0", top1=None)])
     out = build_report([bench], tmp_path / "r.html")
     page = Page(out.read_text())
-    assert len(page.rows) == 1 and page.rows[0][8] == "10.00"
+    assert len(page.rows) == 1 and page.rows[0][9] == "10.00"
     assert page.images() == {}
     assert "no row has both a top-1 accuracy and a latency, so there is nothing to plot" in out.read_text()
 
 
 def test_prune_plot_names_only_the_most_sensitive_layers():
-    layers = tuple(PruneSensitivity(f"l{i}", (0.0, 0.5), (80.0, 80.0 - i)) for i in range(12))
-    report = CompressionReport(Path("c.json"), "m", prune_sensitivity=layers)
+    layers = [PruneSensitivity(f"l{i}", [0.0, 0.5], [80.0, 80.0 - i]) for i in range(12)]
+    report = CompressionReport("m", prune_sensitivity=layers)
     plot = prune_sensitivity_plot(report, highlight=3)
     assert "the 3 losing the most accuracy are coloured" in plot.caption
     assert plot.caption.endswith("most sensitive: l11 (-11.0 points), l10 (-10.0 points), l9 (-9.0 points)")

@@ -26,10 +26,11 @@ def test_each_kind_is_detected(tmp_path):
     assert data.warnings == []
     (loaded,) = data.runs
     assert loaded.summary.model == "efficientnet_b0" and [e.epoch for e in loaded.epochs] == list(range(1, 7))
-    assert loaded.compression.model == "efficientnet_b0" and len(loaded.compression.quant_error) == 6
-    assert data.benches[0].results[0].latency_ms_median == 10.0 and data.benches[0].cpu == "test cpu"
+    assert loaded.compression.model == "efficientnet_b0" and len(loaded.compression.report.quant_error) == 6
+    bench_report = data.benches[0].report
+    assert bench_report.results[0].latency_ms_median == 10.0 and bench_report.cpu == "test cpu"
     assert data.compressions[0].model == "lite0_passes"  # a standalone file is named after itself
-    assert data.compressions[0].prune_sensitivity[1].drop == pytest.approx(88.5 - 75.0)
+    assert data.compressions[0].report.prune_sensitivity[1].drop == pytest.approx(88.5 - 75.0)
 
 
 def test_a_truncated_last_line_is_skipped_with_a_warning(tmp_path):

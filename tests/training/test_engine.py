@@ -7,6 +7,7 @@ from tests.training.conftest import tiny_recipe
 
 import effnet
 from effnet.errors import EffnetError
+from effnet.schemas import EpochMetrics, EvalResult, RunSummary
 from effnet.training import engine
 from effnet.training.callbacks import Callback
 
@@ -49,6 +50,12 @@ def test_fine_tune_writes_a_complete_run(image_folder, tmp_path):
     assert any(p.name.startswith("events.out.tfevents") for p in (run / "tensorboard").iterdir())
     summary = json.loads((run / "summary.json").read_text())
     assert summary["classes"] == ["class_0", "class_1", "class_2"] and summary["img_size"] == 32
+    # Every JSON file of the run carries its schema and reads back through it (as effnet report does).
+    assert RunSummary.from_dict(summary).data.startswith(f"folder:{image_folder}")
+    assert [EpochMetrics.from_dict(r).epoch for r in rows] == [1, 2]
+    evaluated = json.loads((run / "eval_last.json").read_text())
+    assert [d["schema"] for d in (summary, rows[0], evaluated)] == ["effnet.summary", "effnet.metrics", "effnet.eval"]
+    assert EvalResult.from_dict(evaluated).n == sum(c.n for c in EvalResult.from_dict(evaluated).per_class)
     assert result.best_top1 == max(r["val_top1"] for r in rows)
     # The checkpoint rebuilds itself and carries classes and preprocessing to predict/eval.
     model = effnet.create_model(weights=run / "best.safetensors")

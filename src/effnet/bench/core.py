@@ -13,7 +13,7 @@ import copy
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,63 +31,10 @@ from effnet.export.fuse import fuse_for_inference
 from effnet.export.pipeline import default_input_size, export_model, input_channels
 from effnet.export.source import load_model
 from effnet.models.summary import count_flops
+from effnet.schemas import BenchReport, BenchResult
 from effnet.weights.specs import MAX_INPUT_SIZE, Preprocessing
 
 ModelArg = str | os.PathLike[str] | nn.Module | tuple[str, nn.Module]
-
-
-@dataclass
-class BenchResult:
-    """One (model, runtime, batch size) measurement; the keys of ``effnet bench --json`` results.
-
-    ``flops`` are per image (2 per multiply-add, PyTorch's counter); ``size_mb`` is the weights
-    as stored (the ONNX file for ONNX Runtime) and ``peak_memory_mb`` weights plus peak
-    activations, both in MiB; ``top1`` is a percentage. Fields a runtime cannot tell are None.
-    """
-
-    model: str
-    runtime: str
-    precision: str
-    batch_size: int
-    img_size: int  # 0 when a model failed before its input size was known
-    params: int | None = None
-    flops: int | None = None
-    size_mb: float | None = None
-    latency_ms_median: float | None = None
-    latency_ms_p90: float | None = None
-    throughput_ips: float | None = None
-    peak_memory_mb: float | None = None
-    top1: float | None = None
-    error: str | None = None
-    # Beyond the required schema:
-    source: str = "effnet"  # effnet | torchvision | timm | onnx | module
-    latency_ms_min: float | None = None
-    repeats: int = 0
-    top1_images: int | None = None  # readable --data images that top1 is over
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class BenchReport:
-    """The machine, the settings and every result of one ``benchmark`` call."""
-
-    device: str
-    threads: int
-    torch_version: str
-    cpu: str
-    results: list[BenchResult] = field(default_factory=list)
-    onnxruntime_version: str | None = None
-    warmup: int = 0
-    repeats: int = 0
-    interleaved: bool = True
-    data_skipped: list[str] = field(default_factory=list)  # unreadable --data images, one line each
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["results"] = [r.to_dict() for r in self.results]
-        return data
 
 
 @dataclass
@@ -102,6 +49,7 @@ class _Target:
     error: str | None = None
     fuse_for_export: bool = True  # references are exported as their library's users would, unfused
     flops: int | None = None
+    img_size: int | None = None  # the input side, where the module cannot tell (a reference library's model)
 
 
 @dataclass
@@ -185,6 +133,7 @@ def benchmark(
         onnxruntime_version=_onnxruntime_version(),
         warmup=warmup,
         repeats=repeats,
+        data=os.path.abspath(data) if data is not None else None,
         data_skipped=skipped,
     )
 
@@ -227,6 +176,8 @@ def _resolve_targets(models: Iterable[ModelArg], reference: str | None, say: Cal
             try:
                 say(f"building {reference}'s {label.split(':', 1)[1]} with the same weights")
                 ref.module = reference_model(reference, target.module)
+                # torchvision's and timm's modules do not record their resolution; effnet's twin does.
+                ref.img_size = default_input_size(target.module)
             except EffnetError as exc:
                 ref.error = str(exc)
             targets.append(ref)
@@ -300,7 +251,7 @@ def _prepare_candidate(c: _Candidate, number: int, settings: _Settings, say: Cal
         target.meta = target.meta or onnx_metadata(c.runner.session)
         return
     module = target.module
-    c.img_size = c.img_size or default_input_size(module)
+    c.img_size = c.img_size or target.img_size or default_input_size(module)
     if target.flops is None:
         was_training = module.training
         try:

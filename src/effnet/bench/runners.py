@@ -141,7 +141,7 @@ class OrtRunner(Runner):
         if self.fixed_batch is not None and batch_size != self.fixed_batch:
             raise EffnetError(
                 f"{self.path.name} was exported for batch size {self.fixed_batch}; use --batch-sizes "
-                f"{self.fixed_batch} or export with --dynamic-batch"
+                f"{self.fixed_batch} or export it again with effnet export (any batch size by default)"
             )
         rng = np.random.default_rng(0)
         return rng.standard_normal((batch_size, self.in_chans, self.img_size, self.img_size)).astype(self.np_dtype)

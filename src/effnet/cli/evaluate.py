@@ -46,8 +46,6 @@ def run(args: argparse.Namespace) -> int:
         print_json(result.to_dict())
         return 0
     print(f"top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  loss {result.loss:.4f}  ({result.n} images)")
-    rows = [
-        [c["class"], "-" if c["accuracy"] is None else f"{c['accuracy']:.2f}", str(c["n"])] for c in result.per_class
-    ]
+    rows = [[c.name, "-" if c.accuracy is None else f"{c.accuracy:.2f}", str(c.n)] for c in result.per_class]
     print(table(rows, ["class", "accuracy %", "images"]))
     return 0

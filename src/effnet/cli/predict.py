@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from effnet.cli._common import positive_int, print_json, warn
@@ -18,7 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", default=None, help="model name (default: read from the weights, else efficientnet_lite0)")
     p.add_argument(
-        "--weights", default="imagenet", help="imagenet, a weight tag, or a checkpoint path (default: imagenet)"
+        "--weights",
+        default="imagenet",
+        help="imagenet, a weight tag, a checkpoint path, or an .onnx file from effnet export (default: imagenet)",
     )
     p.add_argument("--topk", type=positive_int, default=5, help="how many classes to show per image (default: 5)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default: 16)")
@@ -28,13 +31,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effnet.factory import create_model
-    from effnet.predict import classify
+    from effnet.predict import classify, load_classifier
 
     name = args.model
     if name is None and args.weights in ("imagenet", "default", "pretrained"):
         name = "efficientnet_lite0"
-    model = create_model(name, weights=args.weights)
+    if name is not None and Path(args.weights).suffix.lower() == ".onnx":
+        warn(f"--model {name} is ignored: the ONNX file {args.weights} holds its own network")
+    model = load_classifier(name, args.weights, args.device)
     results = classify(model, args.inputs, topk=args.topk, batch_size=args.batch_size, device=args.device)
     for r in results:
         if r.error:

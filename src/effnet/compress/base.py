@@ -16,7 +16,7 @@ import copy
 import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -24,6 +24,7 @@ from torch import nn
 
 from effnet.configs import checked_fields, plain
 from effnet.errors import EffnetError
+from effnet.schemas import ModelStats, PassReport
 
 __all__ = [
     "Pass",
@@ -32,6 +33,7 @@ __all__ = [
     "PassReport",
     "ModelStats",
     "apply_pass",
+    "model_stats",
     "get_pass",
     "list_passes",
     "pass_config_from_dict",
@@ -91,51 +93,14 @@ class PassContext:
         return torch.zeros(1, self.in_chans, size, size, device=_device_of(model))
 
 
-@dataclass
-class ModelStats:
-    """Size of a model as a pass report states it."""
-
-    params: int
-    nonzero_params: int
-    size_bytes: int  # bytes of its state dict's tensors (what a safetensors file holds, less the header)
-
-    @classmethod
-    def of(cls, model: nn.Module) -> ModelStats:
-        state = model.state_dict()
-        return cls(
-            params=sum(p.numel() for p in model.parameters()),
-            nonzero_params=sum(int(torch.count_nonzero(p)) for p in model.parameters()),
-            size_bytes=sum(t.numel() * t.element_size() for t in state.values()),
-        )
-
-
-@dataclass
-class PassReport:
-    """What one pass did: its settings, the model before and after, and pass-specific details."""
-
-    name: str
-    config: dict[str, Any]
-    before: ModelStats
-    after: ModelStats
-    seconds: float
-    details: dict[str, Any] = field(default_factory=dict)  # plain data only (JSON-serialisable)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"schema": "effnet.pass_report", "schema_version": 1, **plain(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PassReport:
-        try:
-            return cls(
-                name=str(data["name"]),
-                config=dict(data["config"]),
-                before=ModelStats(**data["before"]),
-                after=ModelStats(**data["after"]),
-                seconds=float(data["seconds"]),
-                details=dict(data.get("details") or {}),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise EffnetError(f"not a pass report: {exc}") from None
+def model_stats(model: nn.Module) -> ModelStats:
+    """Parameters, non-zero parameters and tensor bytes of ``model``."""
+    state = model.state_dict()
+    return ModelStats(
+        params=sum(p.numel() for p in model.parameters()),
+        nonzero_params=sum(int(torch.count_nonzero(p)) for p in model.parameters()),
+        size_bytes=sum(t.numel() * t.element_size() for t in state.values()),
+    )
 
 
 class Pass:
@@ -231,7 +196,7 @@ def apply_pass(
     context = context or PassContext()
     config = transform.resolve(model, config, context)
     started = time.monotonic()
-    before = ModelStats.of(model)
+    before = model_stats(model)
     work = copy.deepcopy(model)
     result, details = transform.run(work, config, context)
     history = list(getattr(model, "effnet_passes", []))
@@ -242,7 +207,7 @@ def apply_pass(
         name=config.pass_name,
         config=config.to_dict(),
         before=before,
-        after=ModelStats.of(result),
+        after=model_stats(result),
         seconds=time.monotonic() - started,
         details=plain(details),
     )

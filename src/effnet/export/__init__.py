@@ -12,6 +12,7 @@
 
 from effnet.export.formats import DEFAULT_OPSET, FORMATS, ExportFormat, onnxruntime_session
 from effnet.export.fuse import count_foldable_batchnorms, fuse_for_inference
+from effnet.export.onnx_module import OnnxModule
 from effnet.export.padding import PaddedConv2d, freeze_same_padding
 from effnet.export.pipeline import (
     ExportReport,
@@ -28,6 +29,7 @@ __all__ = [
     "FORMATS",
     "ExportFormat",
     "ExportReport",
+    "OnnxModule",
     "PaddedConv2d",
     "count_foldable_batchnorms",
     "default_input_size",

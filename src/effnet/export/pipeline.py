@@ -32,6 +32,7 @@ from effnet.errors import EffnetError
 from effnet.export.formats import DEFAULT_OPSET, get_format
 from effnet.export.fuse import fuse_for_inference
 from effnet.export.padding import freeze_same_padding
+from effnet.weights.specs import Preprocessing
 
 
 @dataclass
@@ -92,6 +93,8 @@ def export_metadata(model: nn.Module, img_size: int) -> dict[str, Any]:
     for key in ("weights", "preprocessing", "classes"):
         if key in meta:
             out[key] = meta[key]
+    if "preprocessing" in out:  # a file exported at another size must say how to prepare images for it
+        out["preprocessing"] = Preprocessing.from_dict(out["preprocessing"]).at_size(img_size).to_dict()
     return out
 
 
@@ -156,7 +159,7 @@ def export_model(
     *,
     img_size: int | None = None,
     batch_size: int = 1,
-    dynamic_batch: bool = False,
+    dynamic_batch: bool = True,
     opset: int = DEFAULT_OPSET,
     fuse: bool = True,
     atol: float = 1e-4,
@@ -171,8 +174,10 @@ def export_model(
     Args:
         img_size: the square input side (default: the model's preprocessing or config
             resolution). TensorFlow "same" padding is frozen for this size.
-        batch_size: the batch of the example input; with ``dynamic_batch`` any batch works
-            and the check also runs a second batch size.
+        batch_size: the batch of the example input; the check runs it (and, with a dynamic
+            batch, the next size too).
+        dynamic_batch: accept any batch size (the default). A fixed batch measured no faster
+            in ONNX Runtime (``docs/export.md``); ``False`` is for runtimes that need static shapes.
         opset: the ONNX opset (ONNX only).
         fuse: fold batch norms into convolutions first (see :func:`fuse_for_inference`).
 

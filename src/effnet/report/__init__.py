@@ -21,27 +21,33 @@ from pathlib import Path
 
 from effnet.errors import EffnetError
 from effnet.report._data import (
-    BenchReport,
-    BenchResult,
-    CompressionPass,
-    CompressionReport,
-    EpochMetrics,
+    BenchFile,
+    CompressionFile,
     ModelRow,
     ParetoView,
-    PruneSensitivity,
-    QuantError,
     ReportData,
-    RunSummary,
     TrainingRun,
     pareto_frontier,
     pareto_view,
 )
 from effnet.report._html import render_html
 from effnet.report._load import load_inputs
+from effnet.schemas import (
+    BenchReport,
+    BenchResult,
+    CompressionPass,
+    CompressionReport,
+    EpochMetrics,
+    PruneSensitivity,
+    QuantError,
+    RunSummary,
+)
 
 __all__ = [
+    "BenchFile",
     "BenchReport",
     "BenchResult",
+    "CompressionFile",
     "CompressionPass",
     "CompressionReport",
     "EpochMetrics",

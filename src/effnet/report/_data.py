@@ -1,6 +1,8 @@
 """What a report is made of: plain dataclasses for each kind of input and the rows of the model table.
 
-Nothing here reads files or draws; ``_load`` fills these in and ``_plots``/``_html`` present them.
+The files' contents are the schemas of :mod:`effnet.schemas`, the same classes effnet writes them
+with; this module adds where each came from and the table built from them. Nothing here reads
+files or draws; ``_load`` fills these in and ``_plots``/``_html`` present them.
 Accuracies are top-1 in percent (0-100), as ``effnet train`` and ``effnet bench`` write them.
 """
 
@@ -10,85 +12,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-@dataclass(frozen=True)
-class EpochMetrics:
-    """One line of a run's ``metrics.jsonl``."""
-
-    epoch: int
-    train_loss: float | None = None
-    train_top1: float | None = None
-    val_loss: float | None = None
-    val_top1: float | None = None
-    val_top5: float | None = None
-    lr: float | None = None
-    images_per_s: float | None = None
-    epoch_time_s: float | None = None
+from effnet.schemas import BenchReport, BenchResult, CompressionReport, EpochMetrics, RunSummary
 
 
 @dataclass(frozen=True)
-class RunSummary:
-    """A run's ``summary.json``, written when training ends."""
-
-    model: str
-    params: int | None = None
-    flops: int | None = None
-    size_mb: float | None = None
-    best_val_top1: float | None = None
-    best_epoch: int | None = None
-    epochs: int | None = None
-    classes: tuple[str, ...] = ()
-    img_size: int | None = None
-    train_time_s: float | None = None
-
-
-@dataclass(frozen=True)
-class CompressionPass:
-    """The model after one compression pass (or the uncompressed baseline)."""
-
-    name: str
-    params: int | None = None
-    flops: int | None = None
-    size_mb: float | None = None
-    top1: float | None = None
-    latency_ms: float | None = None
-
-
-@dataclass(frozen=True)
-class QuantError:
-    """How far one layer's quantized output is from its float output."""
-
-    layer: str
-    mse: float | None = None
-    sqnr_db: float | None = None  # signal-to-quantization-noise ratio; higher is better
-
-
-@dataclass(frozen=True)
-class PruneSensitivity:
-    """Top-1 after pruning one layer alone at each ratio."""
-
-    layer: str
-    ratios: tuple[float, ...]
-    top1: tuple[float, ...]
-
-    @property
-    def drop(self) -> float:
-        """Accuracy lost between the smallest and the largest ratio (the sensitivity the plot ranks by)."""
-        if not self.top1:
-            return 0.0
-        order = sorted(range(len(self.ratios)), key=self.ratios.__getitem__)
-        return self.top1[order[0]] - self.top1[order[-1]]
-
-
-@dataclass(frozen=True)
-class CompressionReport:
-    """A ``compression.json``: passes, per-layer quantization error, per-layer pruning sensitivity."""
+class CompressionFile:
+    """A compression JSON and where it was read from; ``report.model`` is always filled in."""
 
     source: Path
-    model: str
-    passes: tuple[CompressionPass, ...] = ()
-    quant_error: tuple[QuantError, ...] = ()
-    prune_sensitivity: tuple[PruneSensitivity, ...] = ()
+    report: CompressionReport
+
+    @property
+    def model(self) -> str:
+        return self.report.model or self.source.stem
+
+
+@dataclass(frozen=True)
+class BenchFile:
+    """A file written by ``effnet bench --json`` and where it was read from."""
+
+    source: Path
+    report: BenchReport
 
 
 @dataclass(frozen=True)
@@ -98,7 +42,7 @@ class TrainingRun:
     source: Path
     summary: RunSummary | None
     epochs: tuple[EpochMetrics, ...]
-    compression: CompressionReport | None = None
+    compression: CompressionFile | None = None
 
     @property
     def model(self) -> str:
@@ -117,47 +61,6 @@ class TrainingRun:
 
 
 @dataclass(frozen=True)
-class BenchResult:
-    """One measured configuration from ``effnet bench --json``."""
-
-    model: str
-    runtime: str = ""
-    precision: str = ""
-    batch_size: int | None = None
-    img_size: int | None = None
-    params: int | None = None
-    flops: int | None = None
-    size_mb: float | None = None
-    latency_ms_median: float | None = None
-    latency_ms_p90: float | None = None
-    throughput_ips: float | None = None
-    peak_memory_mb: float | None = None
-    top1: float | None = None
-    error: str | None = None
-
-    @property
-    def variant(self) -> str:
-        parts = [self.runtime, self.precision]
-        if self.batch_size is not None:
-            parts.append(f"batch {self.batch_size}")
-        if self.img_size is not None:
-            parts.append(f"{self.img_size}px")
-        return " ".join(p for p in parts if p)
-
-
-@dataclass(frozen=True)
-class BenchReport:
-    """A file written by ``effnet bench --json``: the machine it ran on and one result per configuration."""
-
-    source: Path
-    device: str = ""
-    threads: int | None = None
-    torch_version: str = ""
-    cpu: str = ""
-    results: tuple[BenchResult, ...] = ()
-
-
-@dataclass(frozen=True)
 class ModelRow:
     """One line of the model table, and one point in each Pareto plot it has both numbers for."""
 
@@ -171,6 +74,7 @@ class ModelRow:
     top1: float | None = None
     latency_ms: float | None = None
     throughput_ips: float | None = None
+    data: str = ""  # what top-1 was measured on
     note: str = ""
 
 
@@ -179,12 +83,12 @@ class ReportData:
     """Everything the inputs held, in the order given, plus the problems found while reading them."""
 
     runs: list[TrainingRun] = field(default_factory=list)
-    benches: list[BenchReport] = field(default_factory=list)
-    compressions: list[CompressionReport] = field(default_factory=list)
+    benches: list[BenchFile] = field(default_factory=list)
+    compressions: list[CompressionFile] = field(default_factory=list)
     inputs: list[tuple[str, str]] = field(default_factory=list)  # (path as given, what it was read as)
     warnings: list[str] = field(default_factory=list)
 
-    def all_compressions(self) -> list[CompressionReport]:
+    def all_compressions(self) -> list[CompressionFile]:
         """Compression reports given directly and those found inside run directories."""
         return [r.compression for r in self.runs if r.compression] + self.compressions
 
@@ -196,36 +100,28 @@ class ReportData:
             if run.compression:
                 rows.extend(_pass_rows(run.compression))
         for bench in self.benches:
-            for r in bench.results:
-                rows.append(
-                    ModelRow(
-                        kind="bench",
-                        model=r.model,
-                        variant=r.variant,
-                        source=str(bench.source),
-                        params=r.params,
-                        flops=r.flops,
-                        size_mb=r.size_mb,
-                        top1=r.top1,
-                        latency_ms=r.latency_ms_median,
-                        throughput_ips=r.throughput_ips,
-                        note=f"failed: {r.error}" if r.error else "",
-                    )
-                )
+            rows.extend(_bench_row(bench, r) for r in bench.report.results)
         for report in self.compressions:
             rows.extend(_pass_rows(report))
         return rows
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
 def _run_row(run: TrainingRun) -> ModelRow:
     top1, best_epoch = run.best_top1
     s = run.summary
-    epochs_done = s.epochs if s and s.epochs is not None else (run.epochs[-1].epoch if run.epochs else None)
+    epochs_done = s.epochs if s and s.epochs is not None else (len(run.epochs) if run.epochs else None)
     variant = "trained"
     if epochs_done is not None:
-        variant += f", {epochs_done} epochs"
+        variant += f", {_plural(epochs_done, 'epoch')}"
     if best_epoch is not None:
         variant += f" (best: epoch {best_epoch})"
+    data = ""
+    if top1 is not None:
+        data = f"validation split of {s.data}" if s and s.data else "validation split (data not recorded)"
     return ModelRow(
         kind="run",
         model=run.model,
@@ -235,24 +131,58 @@ def _run_row(run: TrainingRun) -> ModelRow:
         flops=s.flops if s else None,
         size_mb=s.size_mb if s else None,
         top1=top1,
+        data=data,
         note="" if s else "no summary.json (still training?)",
     )
 
 
-def _pass_rows(report: CompressionReport) -> list[ModelRow]:
+def bench_variant(r: BenchResult) -> str:
+    """How a bench result was measured, e.g. ``onnxruntime fp32 batch 8 224px``."""
+    parts = [r.runtime, r.precision]
+    if r.batch_size is not None:
+        parts.append(f"batch {r.batch_size}")
+    if r.img_size:
+        parts.append(f"{r.img_size}px")
+    return " ".join(p for p in parts if p)
+
+
+def _bench_row(bench: BenchFile, r: BenchResult) -> ModelRow:
+    data = ""
+    if r.top1 is not None:
+        data = bench.report.data or "not recorded"
+        if r.top1_images is not None:
+            data += f" ({_plural(r.top1_images, 'image')})"
+    return ModelRow(
+        kind="bench",
+        model=r.model,
+        variant=bench_variant(r),
+        source=str(bench.source),
+        params=r.params,
+        flops=r.flops,
+        size_mb=r.size_mb,
+        top1=r.top1,
+        latency_ms=r.latency_ms_median,
+        throughput_ips=r.throughput_ips,
+        data=data,
+        note=f"failed: {r.error}" if r.error else "",
+    )
+
+
+def _pass_rows(compression: CompressionFile) -> list[ModelRow]:
     return [
         ModelRow(
             kind="compression",
-            model=report.model,
+            model=compression.model,
             variant=p.name,
-            source=str(report.source),
+            source=str(compression.source),
             params=p.params,
             flops=p.flops,
             size_mb=p.size_mb,
             top1=p.top1,
             latency_ms=p.latency_ms,
+            data=(compression.report.data or "not recorded") if p.top1 is not None else "",
         )
-        for p in report.passes
+        for p in compression.report.passes
     ]
 
 

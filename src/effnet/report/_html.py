@@ -51,6 +51,7 @@ TABLE_COLUMNS = [
     ("FLOPs", "num"),
     ("size (MiB)", "num"),
     ("top-1 (%)", "num"),
+    ("top-1 measured on", "text src"),
     ("latency (ms)", "num"),
     ("img/s", "num"),
     ("Pareto", "text"),
@@ -106,13 +107,14 @@ def _inputs_section(data: ReportData) -> str:
     for path, kind in data.inputs:
         items.append(f"<li><code>{esc(path)}</code>: {esc(kind)}</li>")
     for bench in data.benches:
+        b = bench.report
         machine = ", ".join(
             part
             for part in (
-                bench.device,
-                bench.cpu,
-                f"{bench.threads} threads" if bench.threads is not None else "",
-                f"torch {bench.torch_version}" if bench.torch_version else "",
+                b.device,
+                b.cpu,
+                f"{b.threads} threads" if b.threads is not None else "",
+                f"torch {b.torch_version}" if b.torch_version else "",
             )
             if part
         )
@@ -149,6 +151,7 @@ def _table_section(rows: list[ModelRow], latency: ParetoView, size: ParetoView) 
             _fmt(r.flops, 1e9, 3, " G"),
             _fmt(r.size_mb),
             _fmt(r.top1),
+            f"<code>{esc(r.data)}</code>" if r.data else "",
             _fmt(r.latency_ms),
             _fmt(r.throughput_ips, digits=1),
             esc(pareto),
@@ -160,7 +163,8 @@ def _table_section(rows: list[ModelRow], latency: ParetoView, size: ParetoView) 
     return (
         '<h2 id="models">Models</h2>\n'
         '<p class="note">Top-1 is the best validation accuracy for a training run, the measured accuracy '
-        'for bench results and compression passes. "Pareto" names the plots where a row is on the frontier.</p>\n'
+        'for bench results and compression passes; "top-1 measured on" names the images behind it, so only '
+        'numbers measured on the same data compare. "Pareto" names the plots where a row is on the frontier.</p>\n'
         f'<table id="model-table"><thead><tr>{head}</tr></thead>\n<tbody>\n' + "\n".join(lines) + "\n</tbody></table>"
     )
 
@@ -212,12 +216,12 @@ def _training_section(data: ReportData) -> str:
 
 def _compression_section(data: ReportData) -> str:
     parts = []
-    for n, report in enumerate(data.all_compressions(), 1):
-        plots = [p for p in (quant_error_plot(report), prune_sensitivity_plot(report)) if p is not None]
+    for n, found in enumerate(data.all_compressions(), 1):
+        plots = [p for p in (quant_error_plot(found.report), prune_sensitivity_plot(found.report)) if p is not None]
         if plots:
             figures = "".join(_figure(p, p.caption, f"compression-{n}-{k}") for k, p in enumerate(plots, 1))
             parts.append(
-                f'<h3>{esc(report.model)} <code>{esc(report.source)}</code></h3>\n<div class="plots">{figures}</div>'
+                f'<h3>{esc(found.model)} <code>{esc(found.source)}</code></h3>\n<div class="plots">{figures}</div>'
             )
     if not parts:
         return ""

@@ -3,8 +3,11 @@
 A path is a training run directory (``metrics.jsonl`` and/or ``summary.json``, optional
 ``compression.json``), a bench JSON (an object with ``"results"``) or a compression JSON (an
 object with ``"passes"``, ``"quant_error"`` or ``"prune_sensitivity"``). Anything else is an
-``EffnetError`` naming the file and what was expected. Unknown keys are ignored, so newer
-writers stay readable; a known key with a value of the wrong type is an error.
+``EffnetError`` naming the file and what was expected. A file's ``"schema"`` key names its kind
+when present (files from before effnet recorded it are recognised by their keys). Every file is
+checked against its schema in :mod:`effnet.schemas`, the same classes effnet writes it with:
+unknown keys are ignored, so newer writers stay readable; a known key with a value of the wrong
+type is an error.
 
 ``metrics.jsonl`` is the one file read leniently: it is appended to while training runs, so a
 line cut short by an interrupted run is skipped with a warning rather than failing the report.
@@ -13,22 +16,20 @@ line cut short by an interrupted run is skipped with a warning rather than faili
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from effnet.errors import EffnetError
-from effnet.report._data import (
+from effnet.report._data import BenchFile, CompressionFile, ReportData, TrainingRun
+from effnet.schemas import (
     BenchReport,
-    BenchResult,
-    CompressionPass,
     CompressionReport,
     EpochMetrics,
-    PruneSensitivity,
-    QuantError,
-    ReportData,
+    EvalResult,
+    Record,
     RunSummary,
-    TrainingRun,
+    SchemaError,
+    describe,
 )
 
 EXPECTED = "a training run directory (effnet train), a bench JSON (effnet bench --json) or a compression JSON"
@@ -58,14 +59,20 @@ def load_inputs(paths: list[Path]) -> ReportData:
         if path.name in RUN_FILES:
             raise EffnetError(f"{path} is part of a training run; pass its directory {path.parent} instead")
         document = _read_json(path)
-        if isinstance(document, dict) and "results" in document:
-            data.benches.append(_bench(document, path))
+        kind = _kind(document, path)
+        if kind is BenchReport:
+            data.benches.append(BenchFile(path, _parse(BenchReport, document, path)))
             data.inputs.append((str(path), "bench"))
-        elif isinstance(document, dict) and any(k in document for k in COMPRESSION_KEYS):
+        elif kind is CompressionReport:
             data.compressions.append(_compression(document, path, default_model=_compression_name(path)))
             data.inputs.append((str(path), "compression"))
-        elif isinstance(document, dict) and "model" in document and "best_val_top1" in document:
-            raise EffnetError(f"{path} looks like a run's summary.json; pass the run directory instead")
+        elif kind in (RunSummary, EpochMetrics):
+            raise EffnetError(f"{path} looks like a run's {_RUN_FILE[kind]}; pass the run directory instead")
+        elif kind is EvalResult:
+            raise EffnetError(
+                f"{path} is an evaluation result (effnet eval --json); the report reads {EXPECTED}, "
+                "and a run directory's evaluation comes with its summary.json"
+            )
         else:
             raise EffnetError(
                 f"{path}: this JSON is not an effnet report; expected a bench JSON (an object with "
@@ -73,6 +80,42 @@ def load_inputs(paths: list[Path]) -> ReportData:
             )
     _drop_compressions_read_with_runs(data)
     return data
+
+
+_RUN_FILE = {RunSummary: "summary.json", EpochMetrics: "metrics.jsonl"}
+_KINDS: dict[str, type[Record]] = {
+    cls.SCHEMA: cls for cls in (BenchReport, CompressionReport, RunSummary, EpochMetrics, EvalResult) if cls.SCHEMA
+}
+
+
+def _kind(document: Any, path: Path) -> type[Record] | None:
+    """The schema a document declares, else the one its keys suggest (files from before schemas were recorded)."""
+    if not isinstance(document, dict):
+        return None
+    declared = document.get("schema")
+    if declared is not None:
+        if declared in _KINDS:
+            return _KINDS[declared]
+        if isinstance(declared, str) and declared.startswith("effnet."):
+            raise EffnetError(f"{path}: a {declared} file, which this effnet does not know; upgrade effnet")
+        return None
+    if "results" in document:
+        return BenchReport
+    if any(k in document for k in COMPRESSION_KEYS):
+        return CompressionReport
+    if "model" in document and "best_val_top1" in document:
+        return RunSummary
+    if "per_class" in document and "confusion" in document:
+        return EvalResult
+    return None
+
+
+def _parse(schema: type[Record], document: Any, path: Path, where: str = "") -> Any:
+    """``schema.from_dict(document)``, with the file named in the error."""
+    try:
+        return schema.from_dict(document, where)
+    except SchemaError as exc:
+        raise EffnetError(f"{path}: {exc}") from None
 
 
 def _drop_compressions_read_with_runs(data: ReportData) -> None:
@@ -141,7 +184,7 @@ def _load_run(path: Path, warnings: list[str]) -> TrainingRun:
         n = len(runs_inside)
         hint = f"; it holds {n} run director{'ies' if n > 1 else 'y'}, pass those (e.g. {path}/*)" if n else ""
         raise EffnetError(f"{path}: not a training run directory (no metrics.jsonl or summary.json){hint}")
-    run_summary = _summary(_read_json(summary), summary) if summary.is_file() else None
+    run_summary = _parse(RunSummary, _read_json(summary), summary) if summary.is_file() else None
     if metrics.is_file():
         epochs = _read_metrics(metrics, warnings)
     else:
@@ -169,9 +212,12 @@ def _read_metrics(path: Path, warnings: list[str]) -> tuple[EpochMetrics, ...]:
             cut = ", cut short: was the run stopped mid-write?" if _cut_short(exc, line) else ""
             skipped.append((number, f"not valid JSON (column {exc.colno}: {exc.msg}{cut})"))
             continue
+        if not isinstance(record, dict):
+            skipped.append((number, f"expected a JSON object, got {describe(record)}"))
+            continue
         try:
-            epoch = _epoch(_Fields(record, "the line"))
-        except EffnetError as exc:
+            epoch = EpochMetrics.from_dict(record)
+        except SchemaError as exc:
             skipped.append((number, str(exc)))
             continue
         by_epoch[epoch.epoch] = epoch  # a resumed run repeats epochs: the later line is the one that counts
@@ -191,186 +237,14 @@ def _read_metrics(path: Path, warnings: list[str]) -> tuple[EpochMetrics, ...]:
     return tuple(by_epoch[e] for e in sorted(by_epoch))
 
 
-def _epoch(f: _Fields) -> EpochMetrics:
-    return EpochMetrics(
-        epoch=f.integer("epoch", required=True),
-        train_loss=f.number("train_loss"),
-        train_top1=f.number("train_top1"),
-        val_loss=f.number("val_loss"),
-        val_top1=f.number("val_top1"),
-        val_top5=f.number("val_top5"),
-        lr=f.number("lr"),
-        images_per_s=f.number("images_per_s"),
-        epoch_time_s=f.number("epoch_time_s"),
-    )
+# -- compression ----------------------------------------------------------------------------------
 
 
-def _summary(document: Any, path: Path) -> RunSummary:
-    f = _Fields(document, "the file", path)
-    classes = f.get("classes")
-    if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
-        f.fail("classes", "a list of strings", classes)
-    return RunSummary(
-        model=f.text("model", required=True),
-        params=f.integer("params"),
-        flops=f.integer("flops"),
-        size_mb=f.number("size_mb"),
-        best_val_top1=f.number("best_val_top1"),
-        best_epoch=f.integer("best_epoch"),
-        epochs=f.integer("epochs"),
-        classes=tuple(classes or ()),
-        img_size=f.integer("img_size"),
-        train_time_s=f.number("train_time_s"),
-    )
-
-
-# -- bench and compression --------------------------------------------------------------------
-
-
-def _bench(document: dict, path: Path) -> BenchReport:
-    f = _Fields(document, "the file", path)
-    results = []
-    for r in f.objects("results"):
-        results.append(
-            BenchResult(
-                model=r.text("model", required=True),
-                runtime=r.text("runtime") or "",
-                precision=r.text("precision") or "",
-                batch_size=r.integer("batch_size"),
-                img_size=r.integer("img_size"),
-                params=r.integer("params"),
-                flops=r.integer("flops"),
-                size_mb=r.number("size_mb"),
-                latency_ms_median=r.number("latency_ms_median"),
-                latency_ms_p90=r.number("latency_ms_p90"),
-                throughput_ips=r.number("throughput_ips"),
-                peak_memory_mb=r.number("peak_memory_mb"),
-                top1=r.number("top1"),
-                error=r.text("error"),
-            )
-        )
-    return BenchReport(
-        source=path,
-        device=f.text("device") or "",
-        threads=f.integer("threads"),
-        torch_version=f.text("torch_version") or "",
-        cpu=f.text("cpu") or "",
-        results=tuple(results),
-    )
-
-
-def _compression(document: Any, path: Path, default_model: str) -> CompressionReport:
-    if not isinstance(document, dict) or not any(k in document for k in COMPRESSION_KEYS):
+def _compression(document: Any, path: Path, default_model: str) -> CompressionFile:
+    if not isinstance(document, dict) or _kind(document, path) is not CompressionReport:
         raise EffnetError(
             f"{path}: not a compression JSON; expected an object with {', '.join(map(repr, COMPRESSION_KEYS))}"
         )
-    f = _Fields(document, "the file", path)
-    passes = tuple(
-        CompressionPass(
-            name=p.text("name", required=True),
-            params=p.integer("params"),
-            flops=p.integer("flops"),
-            size_mb=p.number("size_mb"),
-            top1=p.number("top1"),
-            latency_ms=p.number("latency_ms"),
-        )
-        for p in f.objects("passes")
-    )
-    quant = tuple(
-        QuantError(layer=q.text("layer", required=True), mse=q.number("mse"), sqnr_db=q.number("sqnr_db"))
-        for q in f.objects("quant_error")
-    )
-    prune = []
-    for s in f.objects("prune_sensitivity"):
-        ratios, top1 = s.numbers("ratios"), s.numbers("top1")
-        if len(ratios) != len(top1):
-            s.fail("top1", f"a list as long as ratios ({len(ratios)})", top1)
-        prune.append(PruneSensitivity(layer=s.text("layer", required=True), ratios=ratios, top1=top1))
-    return CompressionReport(
-        source=path,
-        model=f.text("model") or default_model,
-        passes=passes,
-        quant_error=quant,
-        prune_sensitivity=tuple(prune),
-    )
-
-
-# -- field checking ---------------------------------------------------------------------------
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, str):
-        shown = value if len(value) <= 20 else value[:20] + "..."
-        return f"the string {shown!r}"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return "a list" if isinstance(value, list) else "an object"
-
-
-class _Fields:
-    """Typed access to one JSON object; a wrong type fails with the file, the field's path and what was expected."""
-
-    def __init__(self, obj: Any, where: str, path: Path | None = None) -> None:
-        self.where, self.path = where, path
-        if not isinstance(obj, dict):
-            raise EffnetError(f"{self._prefix()}{where} must be a JSON object, got {_describe(obj)}")
-        self.obj = obj
-
-    def _prefix(self) -> str:
-        return f"{self.path}: " if self.path else ""
-
-    def _name(self, key: str) -> str:
-        return key if self.where in ("the file", "the line") else f"{self.where}.{key}"
-
-    def fail(self, key: str, expected: str, got: Any) -> None:
-        raise EffnetError(f"{self._prefix()}{self._name(key)} must be {expected}, got {_describe(got)}")
-
-    def get(self, key: str, required: bool = False) -> Any:
-        value = self.obj.get(key)
-        if value is None and required:
-            raise EffnetError(f"{self._prefix()}{self._name(key)} is missing")
-        return value
-
-    def text(self, key: str, required: bool = False) -> str | None:
-        value = self.get(key, required)
-        if value is not None and not isinstance(value, str):
-            self.fail(key, "a string", value)
-        return value
-
-    def number(self, key: str) -> float | None:
-        """A float; NaN and infinity (a diverged loss) read as null, which plots as a gap."""
-        value = self.get(key)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.fail(key, "a number or null", value)
-        return float(value) if math.isfinite(value) else None
-
-    def integer(self, key: str, required: bool = False) -> int | None:
-        value = self.get(key, required)
-        if value is None:
-            return None
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(key, "a whole number or null", value)
-        return value
-
-    def numbers(self, key: str) -> tuple[float, ...]:
-        value = self.get(key, required=True)
-        ok = isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-        if not ok:
-            self.fail(key, "a list of numbers", value)
-        return tuple(float(v) for v in value)
-
-    def objects(self, key: str) -> list[_Fields]:
-        value = self.get(key)
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            self.fail(key, "a list of objects", value)
-        return [_Fields(item, f"{self._name(key)}[{i}]", self.path) for i, item in enumerate(value)]
+    report = _parse(CompressionReport, document, path)
+    report.model = report.model or default_model
+    return CompressionFile(path, report)

@@ -46,6 +46,7 @@ from effnet.data.datasets import DataSplits
 from effnet.devices import resolve_device
 from effnet.errors import EffnetError, out_of_memory_message
 from effnet.factory import create_model
+from effnet.schemas import EpochMetrics, RunSummary
 from effnet.training import distributed as D
 from effnet.training.callbacks import Callback
 from effnet.training.config import TrainConfig, load_yaml
@@ -769,7 +770,7 @@ class Trainer:
             write_checkpoint(self.run_dir / "best.safetensors", weights, meta)
         if evaluated is not None:
             write_json(self.run_dir / "eval_last.json", evaluated.to_dict())
-        _append_line(self.run_dir / "metrics.jsonl", row)
+        _append_line(self.run_dir / "metrics.jsonl", EpochMetrics.from_row(row).to_dict())
         save_state(self.state_path, self._state(epoch + 1))  # the commit point of this epoch
 
     def _write_summary(self, result: TrainResult) -> None:
@@ -781,21 +782,21 @@ class Trainer:
         except Exception:  # noqa: BLE001 - FLOPs are informative only; never fail a finished run
             flops = None
         best = self.run_dir / "best.safetensors"
-        summary = {
-            "model": _model_name(self.model),
-            "params": count_params(model),
-            "flops": flops,
-            "size_mb": best.stat().st_size / 2**20 if best.exists() else None,  # MiB, as effnet bench
-            "best_val_top1": result.best_top1,
-            "best_epoch": result.best_epoch,
-            "epochs": self.recipe.epochs,
-            "classes": self.classes,
-            "img_size": self.preprocessing.input_size,
-            "train_time_s": result.train_time_s,
-            "skipped_images": result.skipped_images,
-            "data": self.data.source,
-        }
-        write_json(self.run_dir / "summary.json", summary)
+        summary = RunSummary(
+            model=_model_name(self.model),
+            params=count_params(model),
+            flops=flops,
+            size_mb=best.stat().st_size / 2**20 if best.exists() else None,  # MiB, as effnet bench
+            best_val_top1=result.best_top1,
+            best_epoch=result.best_epoch,
+            epochs=self.recipe.epochs,
+            classes=self.classes,
+            img_size=self.preprocessing.input_size,
+            train_time_s=result.train_time_s,
+            skipped_images=result.skipped_images,
+            data=self.data.source,
+        )
+        write_json(self.run_dir / "summary.json", summary.to_dict())
 
     def _progress(self, epoch: int) -> Any:
         if not (self.is_main and self.recipe.progress):

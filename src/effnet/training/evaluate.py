@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from effnet.schemas import ClassAccuracy, EvalResult
 
-@dataclass
-class EvalResult:
-    top1: float  # percent
-    top5: float  # percent (equals top1 ... 100 when there are fewer than 5 classes)
-    loss: float
-    n: int
-    per_class: list[dict]  # {"class": name, "accuracy": percent, "n": count}
-    confusion: list[list[int]]  # rows: true class, columns: predicted class
-    skipped: list[str] = field(default_factory=list)  # one line per unreadable or missing file left out
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+__all__ = ["EvalResult", "evaluate"]
 
 
 @torch.inference_mode()
@@ -60,11 +48,11 @@ def evaluate(
     correct = confusion.diag()
     per_class_n = confusion.sum(dim=1)
     per_class = [
-        {
-            "class": name,
-            "accuracy": 100.0 * correct[i].item() / per_class_n[i].item() if per_class_n[i] else None,
-            "n": int(per_class_n[i]),
-        }
+        ClassAccuracy(
+            name=name,
+            accuracy=100.0 * correct[i].item() / per_class_n[i].item() if per_class_n[i] else None,
+            n=int(per_class_n[i]),
+        )
         for i, name in enumerate(classes)
     ]
     return EvalResult(

@@ -68,6 +68,13 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         raise EffnetError(f"checkpoint {p} is a directory; pass the weight file inside it")
     if p.stat().st_size == 0:
         raise EffnetError(f"checkpoint {p} is empty (0 bytes); download or copy it again")
+    if p.suffix.lower() == ".onnx":
+        source = _onnx_source(p)
+        where = f"it was exported from {source}" if source else "pass the checkpoint it was exported from"
+        raise EffnetError(
+            f"{p} is an ONNX file, not a PyTorch checkpoint: effnet predict and effnet bench run it; "
+            f"for everything else {where}"
+        )
     if _is_safetensors(p):
         return _read_safetensors(p)
     from effnet.weights.keras import is_keras_file, read_keras  # it builds on this module
@@ -75,6 +82,19 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     if is_keras_file(p):
         return read_keras(p)
     return _read_torch(p)
+
+
+def _onnx_source(path: Path) -> str | None:
+    """The weights an effnet ONNX export records it came from (a checkpoint path or a weight name), if readable."""
+    try:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+        entry = next((e.value for e in model.metadata_props if e.key == "effnet"), "{}")
+        source = json.loads(entry).get("weights")
+    except Exception:  # noqa: BLE001 - only a hint for an error message; any failure means "not recorded"
+        return None
+    return source if isinstance(source, str) and 0 < len(source) <= 500 and "\n" not in source else None
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -71,6 +71,17 @@ class Preprocessing:
                 values[key] = tuple(float(v) for v in numbers)
         return cls(**values)
 
+    def at_size(self, input_size: int) -> Preprocessing:
+        """The same preprocessing for another input size, keeping the resize-to-crop ratio.
+
+        >>> Preprocessing(224, 256).at_size(32).resize_size
+        37
+        """
+        if input_size == self.input_size:
+            return self
+        resize = int(round(self.resize_size * input_size / self.input_size))
+        return dataclasses.replace(self, input_size=input_size, resize_size=resize)
+
     @classmethod
     def default_for(cls, resolution: int) -> Preprocessing:
         """ImageNet defaults for a model without named weights: crop 87.5% of the resized side."""
