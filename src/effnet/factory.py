@@ -347,3 +347,58 @@ def save_model(
     record.update(metadata or {})
     module = getattr(model, "_orig_mod", model)  # a torch.compile wrapper saves its module's names
     return write_checkpoint(path, module.state_dict(), record, sparse=sparse)
+
+
+_NAMED_WEIGHTS_DEFAULT = ("imagenet", "default", "pretrained")
+
+
+def split_model_argument(model: str | None, weights: str | os.PathLike[str] | None) -> tuple[str | None, str | None]:
+    """The ``(name, weights)`` a command's model arguments mean; every command reads them this way.
+
+    ``model`` is a model name, ``NAME:WEIGHTS`` (``efficientnet_b0:imagenet``) or a checkpoint path;
+    ``weights`` is a weight tag or a checkpoint path. A name of None means "read the architecture
+    from the checkpoint".
+
+    >>> split_model_argument("efficientnet_b0:imagenet", None)
+    ('efficientnet_b0', 'imagenet')
+    >>> split_model_argument(None, "runs/x/best.safetensors")
+    (None, 'runs/x/best.safetensors')
+    """
+    given = os.fspath(weights) if weights is not None else None
+    text = (model or "").strip()
+    if model is not None and not text:
+        raise EffnetError("empty model argument; give a model name, NAME:WEIGHTS or a checkpoint path")
+    if not text:
+        return None, given
+    path = Path(text)
+    if path.is_file():  # a checkpoint given where a model name was expected
+        if given is not None and given not in _NAMED_WEIGHTS_DEFAULT:
+            raise EffnetError(f"{text} is a checkpoint and --weights {given} names other weights; give one of them")
+        return None, text
+    if path.is_dir():
+        raise EffnetError(f"{text} is a directory, not a model name or checkpoint file")
+    name, colon, tag = text.partition(":")
+    if colon:
+        if not (name and tag):
+            raise EffnetError(f"{text!r}: expected NAME:WEIGHTS, e.g. efficientnet_b0:imagenet")
+        if given is not None and given != tag:
+            raise EffnetError(f"{text} already names its weights; drop --weights {given} (or the :{tag})")
+        return name, tag
+    if os.sep in text or "/" in text or path.suffix:
+        raise EffnetError(f"{text}: no such file (and not a model name; run 'effnet list' for the names)")
+    return text, given
+
+
+def load_model(model: str | None = None, weights: str | os.PathLike[str] | None = None) -> nn.Module:
+    """The model a command's ``--model``/``--weights`` (or positional ``NAME[:WEIGHTS]``/path) names.
+
+    An ONNX file is refused by :func:`effnet.weights.io.read_checkpoint` with the checkpoint it was
+    exported from (``effnet predict`` and ``effnet bench`` run ONNX files themselves).
+
+    >>> load_model("efficientnet_lite0").config.name
+    'efficientnet_lite0'
+    """
+    name, resolved = split_model_argument(model, weights)
+    if name is None and resolved is None:
+        raise EffnetError("give a model name, NAME:WEIGHTS or a checkpoint path")
+    return create_model(name, weights=resolved)

@@ -115,9 +115,9 @@ def load_classifier(
 
         dev = resolve_device(device)
         return OnnxModule(weights, device="cuda" if dev.type == "cuda" else "cpu")
-    from effnet.factory import create_model
+    from effnet.factory import load_model
 
-    return create_model(model, weights=weights)
+    return load_model(model, weights)
 
 
 def predict(

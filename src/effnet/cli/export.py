@@ -51,13 +51,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effnet.export import export_model, load_model
-    from effnet.factory import create_model
+    from effnet.export import export_model
+    from effnet.factory import load_model
 
     fmt = args.format or _BY_SUFFIX.get(Path(args.out).suffix.lower())
     if fmt is None:
         raise EffnetError(f"cannot tell the format from {args.out!r}; add --format {' / '.join(FORMATS)}")
-    model = create_model(args.model, weights=args.weights) if args.model else load_model(args.weights)
+    # Without --model, --weights is the whole model argument: NAME, NAME:WEIGHTS or a checkpoint.
+    model = load_model(args.model, args.weights) if args.model else load_model(args.weights)
     if "weights" not in (getattr(model, "pretrained_meta", None) or {}):
         warn(f"{args.weights} has random weights; use NAME:imagenet or a checkpoint path for a trained model")
     report = export_model(

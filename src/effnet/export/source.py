@@ -14,33 +14,17 @@ Checkpoints are read by :func:`effnet.create_model`, which never runs code from 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from torch import nn
 
-from effnet.errors import EffnetError
-from effnet.factory import create_model
+from effnet.factory import load_model as _load
 
 
 def load_model(spec: str | os.PathLike[str]) -> nn.Module:
-    """The model a ``NAME``, ``NAME:WEIGHTS`` or checkpoint-path argument names.
+    """The model a ``NAME``, ``NAME:WEIGHTS`` or checkpoint-path argument names (see
+    :func:`effnet.factory.load_model`, which every command uses).
 
     >>> load_model("efficientnet_lite0").config.name
     'efficientnet_lite0'
     """
-    text = os.fspath(spec).strip()
-    if not text:
-        raise EffnetError("empty model argument; give a model name, NAME:WEIGHTS or a checkpoint path")
-    path = Path(text)
-    if path.is_file():
-        if path.suffix.lower() == ".onnx":
-            raise EffnetError(f"{path} is an ONNX file, not a PyTorch checkpoint; 'effnet bench' can run it")
-        return create_model(weights=path)
-    if path.is_dir():
-        raise EffnetError(f"{path} is a directory, not a checkpoint file")
-    name, colon, weights = text.partition(":")
-    if not colon and (os.sep in text or "/" in text or "." in path.name):
-        raise EffnetError(f"{text}: no such file (and not a model name; run 'effnet list' for the names)")
-    if colon and not (name and weights):
-        raise EffnetError(f"{text!r}: expected NAME:WEIGHTS, e.g. efficientnet_b0:imagenet")
-    return create_model(name, weights=weights or None)
+    return _load(os.fspath(spec))

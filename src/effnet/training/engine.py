@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from effnet.data.datasets import DataSplits
 from effnet.devices import resolve_device
 from effnet.errors import EffnetError, out_of_memory_message
-from effnet.factory import create_model
+from effnet.factory import create_model, split_model_argument
 from effnet.schemas import EpochMetrics, RunSummary
 from effnet.training import distributed as D
 from effnet.training.callbacks import Callback
@@ -255,10 +255,10 @@ def train(config: RecipeLike, *, callbacks: Sequence[Callback] = (), **overrides
 
     def build() -> nn.Module:
         seed_everything(cfg.seed)  # the initial weights of a from-scratch model depend on it
-        name = cfg.model
-        if name is None and not (cfg.weights and Path(cfg.weights).is_file()):
+        name, weights = split_model_argument(cfg.model, cfg.weights)
+        if name is None and not (weights and Path(weights).is_file()):
             name = DEFAULT_MODEL  # a checkpoint file names its own architecture; anything else needs one
-        return create_model(name, weights=cfg.weights, drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path)
+        return create_model(name, weights=weights, drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path)
 
     task = ClassificationTask(cfg.label_smoothing)
     return _launch(cfg, build, None, task, callbacks, fine_tuning=cfg.weights is not None)

@@ -9,7 +9,7 @@ from torch.utils.data import ConcatDataset, DataLoader
 
 from effnet.devices import resolve_device
 from effnet.errors import EffnetError, out_of_memory_message
-from effnet.factory import create_model
+from effnet.factory import load_model
 from effnet.training.evaluate import EvalResult, evaluate
 from effnet.weights.specs import Preprocessing
 
@@ -35,7 +35,7 @@ def evaluate_checkpoint(
     from effnet.data.images import eval_transform
     from effnet.training.transforms import resized
 
-    net = create_model(model, weights=weights)
+    net = load_model(model, weights)
     classes = list(net.pretrained_meta["classes"])
     pre = resized(Preprocessing.from_dict(net.pretrained_meta["preprocessing"]), img_size)
     transform = eval_transform(pre)
