@@ -28,7 +28,10 @@ BAD_INVOCATIONS = [
     (["list", "--bogus"], "effnet list: error: unrecognized arguments: --bogus"),
     (["train", "--epochs", "0"], "effnet train: error: argument --epochs: expected a number of at least 1, got 0"),
     (["train", "--batch-size", "0"], "effnet train: error: argument --batch-size: expected a number of at least 1"),
-    (["train", "--img-size", "5000"], "effnet train: error: argument --img-size: expected at most 2048 pixels"),
+    (
+        ["train", "--img-size", "5000"],
+        "effnet train: error: argument --img-size: the image size must be between 8 and 2048 pixels, got 5000",
+    ),
     (["train", "--lr", "fast"], "effnet train: error: argument --lr: invalid float value: 'fast'"),
     (["train", "--optimizer", "lion"], "effnet train: error: argument --optimizer: invalid choice: 'lion'"),
     (["train", "--mean", "0.5"], "effnet train: error: argument --mean: expected 3 arguments"),

@@ -131,4 +131,4 @@ def test_huge_image_size_flag_is_refused_before_any_work(capsys, tmp_path, comma
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--img-size", "30000"])
     assert exit_info.value.code == 2
-    assert "expected at most 2048 pixels, got 30000" in capsys.readouterr().err
+    assert "must be between 8 and 2048 pixels, got 30000" in capsys.readouterr().err

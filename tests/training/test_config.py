@@ -68,7 +68,7 @@ def test_non_mapping_yaml(tmp_path):
         ({"lr": -1.0}, "lr must be positive"),
         ({"data": ""}, "--data is required"),
         ({"crop_pct": 1.2}, "crop_pct must be in"),
-        ({"img_size": 30000}, "img_size must be between 16 and 2048"),
+        ({"img_size": 30000}, "img_size must be between 8 and 2048 pixels"),
         ({"std": [1, 0, 1]}, "std must be positive"),
         ({"interpolation": "lanczos"}, "interpolation must be one of"),
     ],

@@ -232,7 +232,7 @@ def test_checkpoint_asking_for_a_huge_input_is_refused(tmp_path):
     meta["preprocessing"]["input_size"] = 30000  # about 10 GB for one image's float tensor alone
     path = tmp_path / "huge.safetensors"
     path.write_bytes(_safetensors_bytes(_TINY_TENSORS, {"effnet": json.dumps(meta)}))
-    with pytest.raises(effnet.EffnetError, match=r"input_size must be at most 2048 pixels, got 30000"):
+    with pytest.raises(effnet.EffnetError, match=r"input_size must be between 8 and 2048 pixels, got 30000"):
         effnet.create_model(weights=path)
 
 

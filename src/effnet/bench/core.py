@@ -32,7 +32,8 @@ from effnet.export.pipeline import default_input_size, export_model, input_chann
 from effnet.export.source import load_model
 from effnet.models.summary import count_flops
 from effnet.schemas import BenchReport, BenchResult
-from effnet.weights.specs import MAX_INPUT_SIZE, Preprocessing
+from effnet.sizes import check_input_size
+from effnet.weights.specs import Preprocessing
 
 ModelArg = str | os.PathLike[str] | nn.Module | tuple[str, nn.Module]
 
@@ -161,8 +162,8 @@ def _validate(
         raise EffnetError(f"threads must be at least 1, got {threads}")
     if reference is not None and reference not in REFERENCES:
         raise EffnetError(f"unknown reference {reference!r}; choose {' or '.join(REFERENCES)}")
-    if img_size is not None and not 8 <= img_size <= MAX_INPUT_SIZE:
-        raise EffnetError(f"image size must be between 8 and {MAX_INPUT_SIZE}, got {img_size}")
+    if img_size is not None:
+        check_input_size(img_size)
 
 
 def _resolve_targets(models: Iterable[ModelArg], reference: str | None, say: Callable[[str], None]) -> list[_Target]:

@@ -54,12 +54,13 @@ def positive_int(text: str) -> int:
 
 
 def image_size(text: str) -> int:
-    """An input side in pixels: a whole number from 1 to :data:`MAX_INPUT_SIZE`."""
-    from effnet.weights.specs import MAX_INPUT_SIZE
+    """An input side in pixels, within effnet's one set of limits (:mod:`effnet.sizes`)."""
+    from effnet.sizes import input_size_problem
 
     value = positive_int(text)
-    if value > MAX_INPUT_SIZE:
-        raise argparse.ArgumentTypeError(f"expected at most {MAX_INPUT_SIZE} pixels, got {value}")
+    problem = input_size_problem(value, "the image size")
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     return value
 
 

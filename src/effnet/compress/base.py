@@ -224,14 +224,9 @@ def rebuild_structure(model: nn.Module, passes: list[dict[str, Any]], source: st
 
 
 def _input_size(model: nn.Module) -> int:
-    meta = getattr(model, "pretrained_meta", None) or {}
-    size = (meta.get("preprocessing") or {}).get("input_size")
-    if size:
-        return int(size)
-    resolution = getattr(getattr(model, "config", None), "resolution", None)
-    if resolution:
-        return int(resolution)
-    raise EffnetError("cannot tell the model's input size; give the pass context an img_size")
+    from effnet.sizes import resolve_input_size
+
+    return resolve_input_size(model)
 
 
 def _device_of(model: nn.Module) -> torch.device:

@@ -17,6 +17,7 @@ from effnet.compress.base import Pass, PassConfig, PassContext, register_pass
 from effnet.export.fuse import count_foldable_batchnorms, fuse_for_inference
 from effnet.export.padding import PaddedConv2d, freeze_same_padding
 from effnet.models.blocks import SameConv2d
+from effnet.sizes import input_size_problem
 
 __all__ = ["FoldBatchNorm", "FoldBatchNormConfig", "FreezePadding", "FreezePaddingConfig"]
 
@@ -52,9 +53,8 @@ class FreezePaddingConfig(PassConfig):
     img_size: int | None = None  # the square input side; default: the model's input size
 
     def validate(self) -> list[str]:
-        if self.img_size is not None and not 8 <= self.img_size <= 2048:
-            return [f"img_size must be between 8 and 2048, got {self.img_size}"]
-        return []
+        problem = input_size_problem(self.img_size, "img_size") if self.img_size is not None else None
+        return [problem] if problem else []
 
 
 @register_pass

@@ -32,6 +32,7 @@ from effnet.errors import EffnetError
 from effnet.export.formats import DEFAULT_OPSET, get_format
 from effnet.export.fuse import fuse_for_inference
 from effnet.export.padding import freeze_same_padding
+from effnet.sizes import resolve_input_size
 from effnet.weights.specs import Preprocessing
 
 
@@ -58,14 +59,7 @@ class ExportReport:
 
 def default_input_size(model: nn.Module) -> int:
     """The image side a model expects: its weights' preprocessing, else its config's resolution."""
-    meta = getattr(model, "pretrained_meta", None) or {}
-    pre = meta.get("preprocessing") or {}
-    if pre.get("input_size"):
-        return int(pre["input_size"])
-    config = getattr(model, "config", None)
-    if getattr(config, "resolution", None):
-        return int(config.resolution)
-    raise EffnetError("cannot tell the model's input size; pass img_size (--img-size)")
+    return resolve_input_size(model)
 
 
 def input_channels(model: nn.Module) -> int:
@@ -191,9 +185,7 @@ def export_model(
     spec = get_format(fmt)
     if batch_size < 1:
         raise EffnetError(f"batch size must be at least 1, got {batch_size}")
-    size = int(img_size) if img_size else default_input_size(model)
-    if size < 8:
-        raise EffnetError(f"image size must be at least 8, got {size}")
+    size = resolve_input_size(model, img_size)
     path = Path(out)
     if path.is_dir():
         raise EffnetError(f"{path} is a directory; give a file name such as {path / ('model' + spec.suffix)}")

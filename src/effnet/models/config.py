@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from effnet.errors import EffnetError
+from effnet.sizes import input_size_problem
 
 Activation = Literal["silu", "relu6"]
 Padding = Literal["symmetric", "same"]
@@ -187,8 +188,8 @@ class EfficientNetConfig:
         problems = []
         if self.width_mult <= 0 or self.depth_mult <= 0:
             problems.append("width_mult and depth_mult must be positive")
-        if self.resolution < 32:
-            problems.append(f"resolution must be at least 32, got {self.resolution}")
+        if input_size_problem(self.resolution, "resolution"):
+            problems.append(input_size_problem(self.resolution, "resolution"))
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 <= self.drop_path < 1.0:

@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 from effnet.configs import checked_fields, load_yaml
 from effnet.errors import EffnetError
-from effnet.weights.specs import MAX_INPUT_SIZE, Interpolation
+from effnet.sizes import input_size_problem
+from effnet.weights.specs import Interpolation
 
 Optimizer = Literal["sgd", "adamw", "rmsprop"]
 Amp = Literal["off", "fp16", "bf16"]
@@ -88,8 +89,8 @@ class TrainConfig:
         problems += [f"{k} must be at least 1, got {v}" for k, v in positive.items() if v < 1]
         if self.lr is not None and not self.lr > 0:
             problems.append(f"lr must be positive, got {self.lr}")
-        if self.img_size is not None and not 16 <= self.img_size <= MAX_INPUT_SIZE:
-            problems.append(f"img_size must be between 16 and {MAX_INPUT_SIZE}, got {self.img_size}")
+        if self.img_size is not None and input_size_problem(self.img_size, "img_size"):
+            problems.append(input_size_problem(self.img_size, "img_size"))
         if not 0.0 < self.val_split < 1.0:
             problems.append(f"val_split must be between 0 and 1, got {self.val_split}")
         if self.subset is not None and self.subset < 2:

@@ -13,8 +13,8 @@ import torch
 from torchvision.transforms import v2 as T
 
 from effnet.data.images import eval_transform
-from effnet.errors import EffnetError
-from effnet.weights.specs import MAX_INPUT_SIZE, Preprocessing
+from effnet.sizes import check_input_size
+from effnet.weights.specs import Preprocessing
 
 _INTERP = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC}
 
@@ -23,8 +23,7 @@ def resized(pre: Preprocessing, img_size: int | None) -> Preprocessing:
     """``pre`` at another input size, keeping the crop ratio."""
     if img_size is None or img_size == pre.input_size:
         return pre
-    if not 1 <= img_size <= MAX_INPUT_SIZE:
-        raise EffnetError(f"image size must be between 1 and {MAX_INPUT_SIZE} pixels, got {img_size}")
+    check_input_size(img_size)
     ratio = pre.input_size / pre.resize_size
     return Preprocessing(img_size, int(round(img_size / ratio)), pre.interpolation, pre.mean, pre.std)
 

@@ -18,14 +18,11 @@ from typing import Any, Literal
 
 from effnet.errors import EffnetError
 from effnet.models.config import MODEL_CONFIGS, normalize_name
+from effnet.sizes import MAX_INPUT_SIZE, input_size_problem
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 Interpolation = Literal["bilinear", "bicubic", "nearest"]
-# The largest input side effnet accepts from a flag, a recipe or a checkpoint's metadata (B7 uses
-# 600 px). One 2048 px image already takes 980 MiB at peak in B0's inference (`effnet bench
-# efficientnet_b0 --img-size 2048`); `--img-size 30000` had the kernel kill training at 23 GB.
-MAX_INPUT_SIZE = 2048
 
 
 @dataclass(frozen=True)
@@ -55,9 +52,10 @@ class Preprocessing:
             value = values.get(key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise EffnetError(f"preprocessing {key} must be a whole number of at least 1, got {_brief(value)}")
-            limit = MAX_INPUT_SIZE if key == "input_size" else 2 * MAX_INPUT_SIZE
-            if value > limit:
-                raise EffnetError(f"preprocessing {key} must be at most {limit} pixels, got {value}")
+            if key == "input_size" and input_size_problem(value):
+                raise EffnetError(f"preprocessing {input_size_problem(value, key)}")
+            if key == "resize_size" and value > 2 * MAX_INPUT_SIZE:
+                raise EffnetError(f"preprocessing {key} must be at most {2 * MAX_INPUT_SIZE} pixels, got {value}")
         if values.get("interpolation", "bicubic") not in ("bilinear", "bicubic", "nearest"):
             raise EffnetError(f"unknown preprocessing interpolation {_brief(values['interpolation'])}")
         for key in ("mean", "std"):
