@@ -6,6 +6,8 @@ anything else escaping the library is a bug in effnet.
 
 from __future__ import annotations
 
+__all__ = ["EffnetError", "out_of_memory_message"]
+
 
 class EffnetError(Exception):
     """A problem with the user's input (a model name, a file, an option), with a message that says what to do."""

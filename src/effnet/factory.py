@@ -30,6 +30,8 @@ from effnet.weights.specs import (
     recorded_classes_and_preprocessing,
 )
 
+__all__ = ["adapt_input_channels", "create_model", "list_models", "load_model", "save_model", "split_model_argument"]
+
 
 def list_models(pattern: str | None = None, baselines: bool = False) -> list[str]:
     """Registered model names, optionally filtered by a substring or ``fnmatch`` pattern.

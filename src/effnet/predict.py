@@ -15,6 +15,8 @@ from effnet.devices import resolve_device
 from effnet.errors import EffnetError, out_of_memory_message
 from effnet.weights.specs import Preprocessing
 
+__all__ = ["ImageResult", "Prediction", "classify", "load_classifier", "predict"]
+
 
 @dataclass
 class Prediction:
