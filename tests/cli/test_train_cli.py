@@ -132,3 +132,29 @@ def test_huge_image_size_flag_is_refused_before_any_work(capsys, tmp_path, comma
         main([command, "--img-size", "30000"])
     assert exit_info.value.code == 2
     assert "must be between 8 and 2048 pixels, got 30000" in capsys.readouterr().err
+
+
+def test_resume_with_only_the_run_folder_and_epochs_counted_from_one(tmp_path, folder):
+    """As a user types it, in a subprocess: the run folder holds its own recipe."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+
+    def effnet_cli(*argv):
+        return subprocess.run(
+            [sys.executable, "-m", "effnet", *argv], capture_output=True, text=True, timeout=600, check=False
+        )
+
+    first = effnet_cli("train", "--data", str(folder), "--out", str(run), "--epochs", "1", "--batch-size", "8", *COMMON)
+    assert first.returncode == 0, first.stderr
+    assert "epoch 1/1:" in first.stderr
+    more = effnet_cli("train", "--out", str(run), "--resume", "--epochs", "2")
+    assert more.returncode == 0, more.stderr
+    assert "resuming" in more.stderr and "epoch 2/2:" in more.stderr
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert json.loads((run / "summary.json").read_text())["best_epoch"] in (1, 2)
+    changed = effnet_cli("train", "--out", str(run), "--resume", "--epochs", "3", "--img-size", "48")
+    assert changed.returncode == 1
+    assert changed.stderr.count("\n") == 1 and "differ from the run's config.yaml: img_size" in changed.stderr

@@ -8,6 +8,7 @@ True
 
 from effnet.compress import inference as _inference  # noqa: F401 - registers the inference passes
 from effnet.compress import prune as _prune  # noqa: F401 - registers the pruning passes
+from effnet.compress import sparsity as _sparsity  # noqa: F401
 from effnet.compress.base import (
     ModelStats,
     Pass,
@@ -23,6 +24,7 @@ from effnet.compress.base import (
 )
 from effnet.compress.inference import FoldBatchNormConfig, FreezePaddingConfig
 from effnet.compress.prune import PruneChannelsConfig
+from effnet.compress.sparsity import PruneWeightsConfig, SparsityCallback
 
 __all__ = [
     "FoldBatchNormConfig",
@@ -33,6 +35,8 @@ __all__ = [
     "PassContext",
     "PassReport",
     "PruneChannelsConfig",
+    "PruneWeightsConfig",
+    "SparsityCallback",
     "apply_pass",
     "get_pass",
     "list_passes",
