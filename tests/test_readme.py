@@ -52,9 +52,18 @@ LITE0_RUN = (
     "effnet train --model efficientnet_lite0 --weights imagenet --data DIR --out runs/lite0 --epochs 10 "
     "--batch-size 64 --img-size 224 --optimizer adamw --amp bf16"
 )
-LITE0_RESUME = "effnet train --out runs/lite0 ... --resume"
+LITE0_RESUME = "effnet train --out runs/lite0 --resume --epochs 12"
 LITE0_EXPORT = "effnet export --weights efficientnet_lite0:imagenet --out lite0.onnx"
 REFERENCE_BENCH = "effnet bench efficientnet_b0 --reference torchvision --runtime torch,onnxruntime --threads 2"
+PRUNE = (
+    "effnet prune --weights runs/b0/best.safetensors --data photos/ --out runs/b0-pruned --target 0.5 --steps 2 "
+    "--finetune-epochs 3"
+)
+PRUNE_SPARSE = (
+    "effnet prune --weights runs/b0/best.safetensors --data photos/ --out runs/b0-sparse --method unstructured "
+    "--target 0.8"
+)
+PRUNE_FAST = ["--img-size", "32", "--batch-size", "4", "--workers", "0", "--no-progress", "--repeats", "1"]
 RUN_BENCH = "effnet bench model.onnx runs/x/best.safetensors --batch-sizes 1,8,64 --data val/ --json"
 
 # README command (as `readme_commands` normalises it) -> what runs here.
@@ -110,11 +119,19 @@ SMALL: dict[str, Run | NotRunHere] = {
     "effnet train --config recipe.yaml --epochs 20": Run(
         ["train", "--config", "recipe.yaml", "--epochs", "1"], checks=["runs/recipe/summary.json"]
     ),
-    # The README elides the other settings; they are the Lite0 run's, one epoch further.
-    LITE0_RESUME: Run(
-        ["train", "--out", "runs/lite0", "--model", "efficientnet_lite0", "--weights", "imagenet", "--data", "DIR"]
-        + ["--epochs", "2", "--optimizer", "adamw", "--amp", "bf16", *FAST, "--resume"],
-        after=(LITE0_RUN,),
+    # The run folder holds its recipe: only the number of epochs is given (two, not twelve, here).
+    LITE0_RESUME: Run(["train", "--out", "runs/lite0", "--resume", "--epochs", "2"], after=(LITE0_RUN,)),
+    PRUNE: Run(
+        ["prune", "--weights", "runs/b0/best.safetensors", "--data", "photos/", "--out", "runs/b0-pruned"]
+        + ["--target", "0.5", "--steps", "2", "--finetune-epochs", "1", *PRUNE_FAST],
+        after=(B0_RUN,),
+        checks=["runs/b0-pruned/model.safetensors", "runs/b0-pruned/report.json", "runs/b0-pruned/bench.json"],
+    ),
+    PRUNE_SPARSE: Run(
+        ["prune", "--weights", "runs/b0/best.safetensors", "--data", "photos/", "--out", "runs/b0-sparse"]
+        + ["--method", "unstructured", "--target", "0.8", *PRUNE_FAST],
+        after=(B0_RUN,),
+        checks=["runs/b0-sparse/model.safetensors", "runs/b0-sparse/report.json"],
     ),
     "torchrun --nproc_per_node 4 -m effnet train ...": NotRunHere(
         "four processes on a 2-core machine; tests/training/test_distributed.py runs `torchrun -m effnet train` "

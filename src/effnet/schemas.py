@@ -367,9 +367,12 @@ class CompressionPass(Record):
     name: str
     params: int | None = None
     flops: int | None = None
-    size_mb: float | None = None
+    size_mb: float | None = None  # the file on disk, MiB
     top1: float | None = None
-    latency_ms: float | None = None
+    latency_ms: float | None = None  # on the deployment runtime (ONNX Runtime when measured there)
+    latency_ms_eager: float | None = None  # batch 1, eager PyTorch
+    latency_ms_onnxruntime: float | None = None  # batch 1, ONNX Runtime
+    sparsity: float | None = None  # share of zeros among the prunable weights
 
 
 @dataclass

@@ -45,6 +45,7 @@ _FLAGS: list[tuple[str, dict]] = [
     ("--drop-rate", {"type": float, "help": "dropout before the classifier"}),
     ("--drop-path", {"type": float, "help": "stochastic depth rate"}),
     ("--grad-clip", {"type": float, "help": "max gradient norm"}),
+    ("--bn-l1", {"type": float, "help": "L1 penalty on batch-norm scales (network slimming), e.g. 1e-4"}),
     ("--accum-steps", {"type": positive_int, "help": "gradient accumulation steps"}),
     ("--amp", {"choices": ["off", "fp16", "bf16"], "help": "mixed precision (default off)"}),
     ("--unfreeze-at", {"type": int, "help": "epoch at which a frozen backbone is unfrozen"}),

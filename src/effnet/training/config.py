@@ -58,6 +58,7 @@ class TrainConfig:
     drop_rate: float | None = None  # dropout before the classifier (model default if None)
     drop_path: float | None = None  # stochastic depth (model default if None)
     grad_clip: float | None = None  # max gradient norm
+    bn_l1: float = 0.0  # network-slimming L1 penalty on batch-norm scales (0 = off), to make channels prunable
     accum_steps: int = 1  # gradient accumulation
     # Default: on when training on a CPU, where it measured 1.6-1.8x faster for EfficientNet
     # (docs/benchmarks.md); off on GPUs until measured there.
@@ -95,7 +96,16 @@ class TrainConfig:
             problems.append(f"val_split must be between 0 and 1, got {self.val_split}")
         if self.subset is not None and self.subset < 2:
             problems.append(f"subset must be at least 2, got {self.subset}")
-        for name in ("label_smoothing", "mixup", "cutmix", "min_lr", "warmup_epochs", "weight_decay", "momentum"):
+        for name in (
+            "label_smoothing",
+            "mixup",
+            "cutmix",
+            "min_lr",
+            "warmup_epochs",
+            "weight_decay",
+            "momentum",
+            "bn_l1",
+        ):
             value = getattr(self, name)
             if value is not None and value < 0:
                 problems.append(f"{name} must not be negative, got {value}")

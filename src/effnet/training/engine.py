@@ -234,7 +234,7 @@ def fit(
         lambda: model,
         splits,
         task if task is not None else ClassificationTask(cfg.label_smoothing),
-        callbacks,
+        [*_recipe_callbacks(cfg), *callbacks],
         fine_tuning=bool(meta.get("weights")),
     )
 
@@ -261,7 +261,17 @@ def train(config: RecipeLike, *, callbacks: Sequence[Callback] = (), **overrides
         return create_model(name, weights=weights, drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path)
 
     task = ClassificationTask(cfg.label_smoothing)
-    return _launch(cfg, build, None, task, callbacks, fine_tuning=cfg.weights is not None)
+    return _launch(cfg, build, None, task, [*_recipe_callbacks(cfg), *callbacks], fine_tuning=cfg.weights is not None)
+
+
+def _recipe_callbacks(cfg: TrainConfig) -> list[Callback]:
+    """Callbacks a recipe asks for by name (so ``effnet train`` flags can turn them on)."""
+    callbacks: list[Callback] = []
+    if cfg.bn_l1 > 0:
+        from effnet.compress.prune import BatchNormL1
+
+        callbacks.append(BatchNormL1(cfg.bn_l1))
+    return callbacks
 
 
 def _recipe(config: RecipeLike, overrides: dict[str, Any]) -> TrainConfig:

@@ -1,0 +1,395 @@
+"""``effnet prune``: prune a trained classifier, fine-tune it, and measure it against its parent.
+
+A pruning job runs in N steps (iterative pruning, Han et al., 2015; Zhu & Gupta, 2017): each
+step prunes a further share of the original toward the target and, with ``finetune_epochs``,
+recovers accuracy through the training engine. Every step's model and pass report is kept in
+``OUT/steps/<i>/``; ``resume`` continues at the step reached (and inside a fine-tuning run at
+the epoch reached). The final model and the parent are then measured in one interleaved run:
+parameters, FLOPs, size on disk, sparsity, top-1 on the validation data, and batch-1 latency
+in eager PyTorch and in ONNX Runtime. ``OUT/report.json`` holds those numbers (the
+``effnet.compression`` schema, which ``effnet report`` reads) and ``OUT/bench.json`` the raw
+timing.
+
+A latency target ("30% faster on ONNX Runtime") is met by measuring, not by proxy: candidate
+FLOP targets are pruned, exported and timed against the parent until the measured latency
+ratio reaches the goal.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from torch import nn
+
+from effnet.compress.base import PassContext, apply_pass
+from effnet.compress.prune import PruneChannelsConfig
+from effnet.compress.sparsity import PruneWeightsConfig, SparsityCallback, prunable_weights, sparsity_of
+from effnet.configs import checked_fields, plain
+from effnet.errors import EffnetError
+from effnet.schemas import CompressionPass, CompressionReport, PassReport
+from effnet.sizes import input_size_problem
+
+__all__ = ["PruneJob", "run_prune"]
+
+Method = Literal["structured", "unstructured"]
+TargetKind = Literal["channels", "params", "flops", "latency"]
+
+
+@dataclass
+class PruneJob:
+    """Everything that decides a pruning job (the recipe of ``effnet prune``)."""
+
+    weights: str = ""  # the trained checkpoint to prune
+    data: str = ""  # validation data (and fine-tuning data): folder, CSV, fashion-mnist, cifar10
+    out: str = ""  # output folder: model.safetensors, report.json, bench.json, steps/
+    method: Method = "structured"
+    target: float = 0.5  # fraction removed: of target_kind (structured) or of the weights (sparsity)
+    target_kind: TargetKind = "flops"  # structured only
+    importance: Literal["l1", "l2", "bn_scale", "taylor"] = "l2"
+    scope: Literal["global", "local"] = "global"
+    round_to: int = 8
+    steps: int = 1  # prune -> fine-tune rounds toward the target
+    finetune_epochs: int = 0  # per step; 0 measures the pruned model as it is
+    data_dir: str | None = None
+    val_split: float = 0.1
+    subset: int | None = None  # fine-tune on at most this many images
+    batch_size: int = 64
+    lr: float | None = None
+    img_size: int | None = None  # default: the checkpoint's input size
+    augment: Literal["none", "flip", "randaugment", "trivialaugment"] = "flip"
+    amp: Literal["off", "fp16", "bf16"] = "off"
+    workers: int = 2
+    device: str = "auto"
+    seed: int = 0
+    threads: int | None = None  # intra-op threads for the latency measurement
+    repeats: int = 50  # timed runs per model and runtime
+    runtimes: tuple[str, ...] = ("torch", "onnxruntime")
+    resume: bool = False
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> PruneJob:
+        problems = []
+        for name in ("weights", "data", "out"):
+            if not getattr(self, name):
+                problems.append(f"--{name} is required")
+        if not 0.0 < self.target < 1.0:
+            problems.append(f"target must be a fraction in (0, 1), got {self.target}")
+        if self.method == "unstructured" and self.target_kind not in ("flops",):
+            problems.append("--target-kind applies to structured pruning; unstructured targets are sparsity")
+        if self.steps < 1 or self.steps > 50:
+            problems.append(f"steps must be between 1 and 50, got {self.steps}")
+        if self.finetune_epochs < 0:
+            problems.append(f"finetune_epochs must not be negative, got {self.finetune_epochs}")
+        if self.img_size is not None and input_size_problem(self.img_size, "img_size"):
+            problems.append(input_size_problem(self.img_size, "img_size"))
+        if self.repeats < 1 or self.batch_size < 1:
+            problems.append("repeats and batch_size must be at least 1")
+        if problems:
+            raise EffnetError("invalid pruning job: " + "; ".join(str(p) for p in problems))
+        return self
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "prune") -> PruneJob:
+        return cls(**checked_fields(cls, data, source)).validate()
+
+
+def _log(job: PruneJob, message: str) -> None:
+    print(f"effnet: {message}", file=sys.stderr, flush=True)
+
+
+def run_prune(job: PruneJob) -> CompressionReport:
+    """Run a pruning job; returns (and writes) its report. The input checkpoint is never modified."""
+    from effnet.factory import load_model, save_model
+
+    job.validate()
+    out = Path(job.out)
+    state_path = out / "progress.json"
+    if out.exists() and any(out.iterdir()) and not job.resume:
+        raise EffnetError(f"{out} is not empty; use --resume to continue a pruning job there or choose another --out")
+    if job.resume and not state_path.exists() and out.exists() and any(out.iterdir()):
+        raise EffnetError(f"{out} holds no pruning job to resume (no progress.json)")
+    original = load_model(None, job.weights).eval()
+    _check_prunable(original, job)
+    splits, loader = _validation_data(original, job)
+    out.mkdir(parents=True, exist_ok=True)
+    progress = json.loads(state_path.read_text()) if state_path.exists() else {"done": 0, "top1": {}}
+    if progress.get("job") not in (None, _identity(job)):
+        raise EffnetError(f"{out} holds a pruning job with other settings; resume it with the same ones")
+    progress["job"] = _identity(job)
+
+    baseline_top1 = progress["top1"].get("original")
+    if baseline_top1 is None:
+        _log(job, f"measuring the original on {splits.source} ...")
+        baseline_top1 = _top1(original, loader, splits.classes, job)
+        progress["top1"]["original"] = baseline_top1
+        _write_json(state_path, progress)
+    model = original
+    if progress["done"]:
+        model = load_model(None, out / "steps" / str(progress["done"]) / "model.safetensors")
+    size = _img_size(original, job)
+    latency_flops: float | None = None
+    if job.method == "structured" and job.target_kind == "latency":
+        latency_flops = progress.get("latency_flops")
+        if latency_flops is None:
+            latency_flops = _flops_for_latency(original, job, size)
+            progress["latency_flops"] = latency_flops
+            _write_json(state_path, progress)
+
+    for step in range(progress["done"] + 1, job.steps + 1):
+        folder = out / "steps" / str(step)
+        pruned_path = folder / "pruned.safetensors"
+        if pruned_path.exists() and (folder / "pass.json").exists():
+            pruned = load_model(None, pruned_path)
+        else:
+            config = _step_config(job, step, latency_flops)
+            pruned, report = apply_pass(model, config, PassContext(img_size=size))
+            _log(job, f"step {step}/{job.steps}: {_describe(report)}")
+            save_model(pruned, pruned_path, sparse=job.method == "unstructured")
+            _write_json(folder / "pass.json", report.to_dict())
+        if job.finetune_epochs:
+            pruned = _fine_tune(pruned, job, step, folder / "train", splits)
+        save_model(pruned, folder / "model.safetensors", sparse=job.method == "unstructured")
+        model = pruned
+        progress["done"] = step
+        _write_json(state_path, progress)
+
+    final_path = save_model(model, out / "model.safetensors", sparse=job.method == "unstructured")
+    top1 = _top1(model, loader, splits.classes, job)
+    report = _measure(original, model, job, size, baseline_top1, top1, final_path, splits.source)
+    _write_json(out / "report.json", report.to_dict())
+    shutil.rmtree(out / "_parent", ignore_errors=True)
+    return report
+
+
+def _identity(job: PruneJob) -> dict[str, Any]:
+    """The settings a resumed job must share with the one it continues."""
+    keep = ("weights", "data", "method", "target", "target_kind", "importance", "scope", "round_to", "steps")
+    return {k: plain(getattr(job, k)) for k in keep} | {"finetune_epochs": job.finetune_epochs}
+
+
+def _check_prunable(model: nn.Module, job: PruneJob) -> None:
+    from effnet.compress.base import get_pass
+
+    if job.method == "structured":
+        reason = get_pass("prune_channels").unsupported(model)
+        if reason:
+            raise EffnetError(f"cannot prune {job.weights} structurally: {reason}")
+    if not hasattr(model, "classifier_name"):
+        raise EffnetError(f"{job.weights} is not a classifier effnet can prune")
+
+
+def _validation_data(model: nn.Module, job: PruneJob) -> tuple[Any, Any]:
+    from torch.utils.data import DataLoader
+
+    from effnet.data.datasets import load_data
+    from effnet.data.images import eval_transform
+    from effnet.training.transforms import resized
+    from effnet.weights.specs import Preprocessing
+
+    pre = resized(Preprocessing.from_dict(model.pretrained_meta["preprocessing"]), job.img_size)
+    transform = eval_transform(pre)
+    splits = load_data(
+        job.data,
+        data_dir=job.data_dir,
+        val_split=job.val_split,
+        seed=job.seed,
+        train_transform=transform,
+        eval_transform=transform,
+        subset=job.subset,
+    )
+    if splits.val is None or len(splits.val) == 0:
+        raise EffnetError(f"{job.data} has no validation images to measure accuracy on")
+    classes = list(model.pretrained_meta.get("classes") or [])
+    if list(splits.classes) != classes:
+        raise EffnetError(
+            f"the data's classes differ from the checkpoint's ({len(splits.classes)} vs {len(classes)}, e.g. "
+            f"{sorted(set(splits.classes) ^ set(classes))[:3]}); prune with the data the model was trained on"
+        )
+    loader = DataLoader(splits.val, batch_size=job.batch_size, num_workers=job.workers)
+    return splits, loader
+
+
+def _top1(model: nn.Module, loader: Any, classes: list[str], job: PruneJob) -> float:
+    from effnet.devices import resolve_device
+    from effnet.training.evaluate import evaluate
+
+    return float(evaluate(model, loader, list(classes), resolve_device(job.device)).top1)
+
+
+def _img_size(model: nn.Module, job: PruneJob) -> int:
+    from effnet.sizes import resolve_input_size
+
+    return resolve_input_size(model, job.img_size)
+
+
+def _cumulative(job: PruneJob, step: int) -> float:
+    """The share of the original removed after ``step`` of ``job.steps`` (equal increments)."""
+    return job.target * step / job.steps
+
+
+def _step_config(job: PruneJob, step: int, latency_flops: float | None) -> Any:
+    done, goal = _cumulative(job, step - 1), _cumulative(job, step)
+    if job.method == "unstructured":
+        return PruneWeightsConfig(sparsity=goal)  # zeros already there are the smallest magnitudes
+    kind = job.target_kind
+    if kind == "latency":
+        kind = "flops"
+        assert latency_flops is not None
+        done, goal = latency_flops * (step - 1) / job.steps, latency_flops * step / job.steps
+    # Each step removes a share of what is left so that the shares compound to the goal.
+    relative = 1.0 - (1.0 - goal) / (1.0 - done)
+    return PruneChannelsConfig(
+        target=min(max(relative, 1e-6), 0.999),
+        target_kind=kind,
+        importance=job.importance,
+        scope=job.scope,
+        round_to=job.round_to,
+    )
+
+
+def _describe(report: PassReport) -> str:
+    details = report.details
+    if "sparsity" in details:
+        return f"{100 * details['sparsity']:.1f}% of the weights are zero"
+    before, after = report.before.params, report.after.params
+    flops = ""
+    if details.get("flops_before"):
+        flops = f", FLOPs {details['flops_after'] / details['flops_before']:.1%} of before"
+    return f"parameters {after:,} ({after / before:.1%} of before){flops}"
+
+
+def _fine_tune(model: nn.Module, job: PruneJob, step: int, run_dir: Path, splits: Any) -> nn.Module:
+    from effnet.training.engine import fit
+
+    recipe = {
+        "data": job.data,
+        "data_dir": job.data_dir,
+        "val_split": job.val_split,
+        "subset": job.subset,
+        "out": str(run_dir),
+        "epochs": job.finetune_epochs,
+        "batch_size": job.batch_size,
+        "lr": job.lr,
+        "img_size": job.img_size,
+        "augment": job.augment,
+        "amp": job.amp,
+        "workers": job.workers,
+        "device": job.device,
+        "seed": job.seed,
+        "progress": job.progress,
+        "tensorboard": False,
+        "backbone_lr_scale": 1.0,  # a pruned network has no pretrained backbone to protect
+        "freeze_bn": False,  # statistics change once earlier channels are gone
+        "warmup_epochs": min(0.3, job.finetune_epochs),
+        "resume": (run_dir / "config.yaml").exists(),
+    }
+    callbacks = []
+    if job.method == "unstructured":
+        callbacks.append(SparsityCallback(PruneWeightsConfig(sparsity=_cumulative(job, step))))
+    _log(job, f"step {step}/{job.steps}: fine-tuning for {job.finetune_epochs} epochs in {run_dir}")
+    result = fit(model, job.data, recipe, callbacks=callbacks)
+    trained = result.model if result.model is not None else model
+    for callback in callbacks:
+        callback.finalize(trained)
+    return trained.eval()
+
+
+def _flops_for_latency(original: nn.Module, job: PruneJob, size: int) -> float:
+    """The FLOPs share to remove so that ONNX Runtime latency falls by ``job.target``, found by timing."""
+    from effnet.bench import benchmark
+
+    goal = 1.0 - job.target
+    low, high = 0.0, 0.95
+    best = high
+    for probe in range(6):
+        trial = (low + high) / 2
+        candidate, _ = apply_pass(
+            original,
+            PruneChannelsConfig(target=trial, target_kind="flops", importance="l2", round_to=job.round_to),
+            PassContext(img_size=size),
+        )
+        result = benchmark(
+            [("parent", original), ("candidate", candidate)],
+            runtimes=("onnxruntime",),
+            img_size=size,
+            threads=job.threads,
+            repeats=max(20, job.repeats // 2),
+            warmup=5,
+            measure_memory=False,
+        )
+        times = {r.model: r.latency_ms_median for r in result.results if r.latency_ms_median}
+        ratio = times["candidate"] / times["parent"]
+        _log(job, f"latency search {probe + 1}/6: {trial:.0%} fewer FLOPs -> {ratio:.2f}x the parent's latency")
+        if ratio <= goal:
+            best, high = trial, trial
+        else:
+            low = trial
+    return best
+
+
+def _file_mb(path: Path) -> float:
+    return path.stat().st_size / 2**20
+
+
+def _measure(
+    original: nn.Module,
+    final: nn.Module,
+    job: PruneJob,
+    size: int,
+    top1_before: float,
+    top1_after: float,
+    final_path: Path,
+    source: str,
+) -> CompressionReport:
+    """Both models measured in one interleaved run on every runtime of the job."""
+    from effnet.bench import benchmark
+    from effnet.factory import save_model
+    from effnet.models.summary import count_flops
+
+    out = Path(job.out)
+    parent_path = save_model(original, out / "_parent" / "parent.safetensors")  # the same format, dense
+    _log(job, f"timing the original and the pruned model at {size} px, batch 1, interleaved ...")
+    bench = benchmark(
+        [("original", original), ("pruned", final)],
+        runtimes=job.runtimes,
+        img_size=size,
+        threads=job.threads,
+        repeats=job.repeats,
+        measure_memory=False,
+    )
+    _write_json(out / "bench.json", bench.to_dict())
+    latency: dict[tuple[str, str], float | None] = {(r.model, r.runtime): r.latency_ms_median for r in bench.results}
+    rows = []
+    for label, model, path, top1 in (
+        ("original", original, parent_path, top1_before),
+        ("pruned", final, final_path, top1_after),
+    ):
+        names = list(prunable_weights(model, PruneWeightsConfig()))
+        rows.append(
+            CompressionPass(
+                name=label,
+                params=sum(p.numel() for p in model.parameters()),
+                flops=count_flops(model, size),
+                size_mb=_file_mb(path),
+                top1=top1,
+                latency_ms=latency.get((label, "onnxruntime")) or latency.get((label, "torch")),
+                latency_ms_eager=latency.get((label, "torch")),
+                latency_ms_onnxruntime=latency.get((label, "onnxruntime")),
+                sparsity=sparsity_of(model, names),
+            )
+        )
+    name = str(getattr(getattr(original, "config", None), "name", None) or type(original).__name__)
+    return CompressionReport(model=name, passes=rows, data=source)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    from effnet.training.state import write_json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, data)

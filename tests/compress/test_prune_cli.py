@@ -1,0 +1,150 @@
+"""``effnet prune`` as a user runs it: prune, fine-tune, measure, resume; bad input in one line."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from tests.training.conftest import make_image_folder
+
+import effnet
+from effnet.cli import main
+from effnet.schemas import BenchReport, CompressionReport, PassReport
+
+FAST = ["--workers", "0", "--batch-size", "8", "--repeats", "3", "--no-progress", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A B0 fine-tuned for one epoch on a tiny 3-class folder, at 32 px."""
+    root = tmp_path_factory.mktemp("prune")
+    data = make_image_folder(root / "data", classes=3, per_class=12, size=32)
+    torch.manual_seed(0)
+    effnet.train(
+        {
+            "model": "efficientnet_b0",
+            "data": str(data),
+            "out": str(root / "run"),
+            "epochs": 1,
+            "img_size": 32,
+            "batch_size": 8,
+            "workers": 0,
+            "progress": False,
+            "tensorboard": False,
+            "augment": "none",
+            "val_split": 0.25,
+        }  # fmt: skip
+    )
+    return data, root / "run" / "best.safetensors"
+
+
+def test_structured_pruning_in_steps_with_fine_tuning_then_resume(trained, tmp_path, capsys):
+    data, weights = trained
+    before = weights.read_bytes()
+    out = tmp_path / "out"
+    argv = ["prune", "--weights", str(weights), "--data", str(data), "--out", str(out), "--target", "0.5"]
+    assert main([*argv, "--steps", "2", "--finetune-epochs", "1", *FAST]) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "original" in printed and "pruned" in printed
+    assert weights.read_bytes() == before  # the input checkpoint is untouched
+
+    report = CompressionReport.from_dict(json.loads((out / "report.json").read_text()))
+    original, pruned = report.passes
+    assert pruned.flops <= 0.52 * original.flops and pruned.params < original.params
+    assert pruned.size_mb < original.size_mb and original.top1 is not None and pruned.top1 is not None
+    assert original.latency_ms_eager and original.latency_ms_onnxruntime and pruned.latency_ms_onnxruntime
+    bench = BenchReport.from_dict(json.loads((out / "bench.json").read_text()))
+    assert {(r.model, r.runtime) for r in bench.results} == {
+        (m, rt) for m in ("original", "pruned") for rt in ("torch", "onnxruntime")
+    }
+    for step in (1, 2):
+        PassReport.from_dict(json.loads((out / "steps" / str(step) / "pass.json").read_text()))
+        assert (out / "steps" / str(step) / "train" / "last.safetensors").exists()
+    model = effnet.create_model(weights=out / "model.safetensors")
+    assert sum(p.numel() for p in model.parameters()) == pruned.params
+
+    # Everything is done: --resume only measures again; without it, nothing is overwritten.
+    mtime = (out / "steps" / "2" / "model.safetensors").stat().st_mtime
+    assert main([*argv, "--steps", "2", "--finetune-epochs", "1", "--resume", *FAST]) == 0
+    assert (out / "steps" / "2" / "model.safetensors").stat().st_mtime == mtime  # no step was redone
+    capsys.readouterr()
+    assert main([*argv, "--steps", "2", *FAST]) == 1
+    assert "is not empty; use --resume" in capsys.readouterr().err
+    assert main([*argv, "--steps", "3", "--finetune-epochs", "1", "--resume", *FAST]) == 1
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_unstructured_pruning_shrinks_the_file_not_the_shapes(trained, tmp_path, capsys):
+    data, weights = trained
+    out = tmp_path / "sparse"
+    argv = ["prune", "--weights", str(weights), "--data", str(data), "--out", str(out), "--method", "unstructured"]
+    assert main([*argv, "--target", "0.8", "--json", *FAST]) == 0, capsys.readouterr().err
+    report = CompressionReport.from_dict(json.loads(capsys.readouterr().out))
+    original, pruned = report.passes
+    assert pruned.params == original.params and pruned.flops == original.flops
+    assert pruned.sparsity == pytest.approx(0.8, abs=0.01) and original.sparsity < 0.01
+    assert pruned.size_mb < 0.4 * original.size_mb
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--target", "1.5"], r"target must be a fraction in \(0, 1\)"),
+        (["--method", "unstructured", "--target-kind", "channels"], "applies to structured pruning"),
+    ],
+)
+def test_bad_settings_are_one_line(trained, tmp_path, capsys, extra, message):
+    data, weights = trained
+    argv = ["prune", "--weights", str(weights), "--data", str(data), "--out", str(tmp_path / "o"), *extra]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert re.search(message, err) and err.count("\n") == 1 and not (tmp_path / "o").exists()
+
+
+def test_what_cannot_be_pruned_is_refused_before_any_work(trained, tmp_path, capsys):
+    data, _ = trained
+    resnet = effnet.save_model(effnet.create_model("resnet18", num_classes=3), tmp_path / "r.safetensors")
+    argv = ["prune", "--weights", str(resnet), "--data", str(data), "--out", str(tmp_path / "r"), *FAST]
+    assert main(argv) == 1
+    assert "cannot prune" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    other = make_image_folder(tmp_path / "other", classes=4, per_class=4, size=32)
+    _, weights = trained
+    argv = ["prune", "--weights", str(weights), "--data", str(other), "--out", str(tmp_path / "x"), *FAST]
+    assert main(argv) == 1
+    assert "classes differ" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_the_report_reads_the_pruning_report(trained, tmp_path):
+    data, weights = trained
+    out = tmp_path / "out"
+    assert main(["prune", "--weights", str(weights), "--data", str(data), "--out", str(out), *FAST]) == 0
+    html = tmp_path / "report.html"
+    done = subprocess.run(
+        [sys.executable, "-m", "effnet", "report", str(out / "report.json"), "--out", str(html)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "pruned" in html.read_text()
+
+
+def test_resume_continues_at_the_step_reached(trained, tmp_path, capsys):
+    """A job stopped after its first step (step 2 never written) resumes with step 2 only."""
+    import shutil
+
+    data, weights = trained
+    out = tmp_path / "out"
+    argv = ["prune", "--weights", str(weights), "--data", str(data), "--out", str(out), "--steps", "2", *FAST]
+    assert main(argv) == 0
+    progress = json.loads((out / "progress.json").read_text())
+    shutil.rmtree(out / "steps" / "2")
+    (out / "report.json").unlink()
+    (out / "progress.json").write_text(json.dumps({**progress, "done": 1}))
+    step1 = (out / "steps" / "1" / "model.safetensors").stat().st_mtime
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "step 2/2" in err and "step 1/2" not in err
+    assert (out / "steps" / "1" / "model.safetensors").stat().st_mtime == step1
+    assert (out / "steps" / "2" / "model.safetensors").exists() and (out / "report.json").exists()
