@@ -5,6 +5,7 @@
    model pruned by Torch-Pruning (MetaPruner, L2 group magnitude, round_to 8, classifier
    ignored; pruning ratio searched to the same FLOPs) and fine-tuned for the same epochs
    through ``effnet.fit``.
+   The same with ``--sensitivity`` (per-stage ratios chosen from the measured sensitivity).
 3. Unstructured: ``effnet prune --method unstructured`` at ``--sparsity`` with fine-tuning.
 4. Prints one markdown table: test top-1 on the official test split, parameters, FLOPs, size on
    disk, and batch-1 latency in eager PyTorch and ONNX Runtime, all models timed in one
@@ -136,7 +137,19 @@ def main() -> None:
         "20",
     ]
     structured, sparse = out / "effnet-structured", out / "effnet-unstructured"
+    guided = out / "effnet-sensitivity"
+    structured_flags = [
+        "--target",
+        str(args.target),
+        "--target-kind",
+        "flops",
+        "--steps",
+        str(args.steps),
+        "--finetune-epochs",
+        str(args.finetune_epochs),
+    ]
     for folder, extra in (
+        (guided, [*structured_flags, "--sensitivity", "--sensitivity-images", "2000"]),
         (
             structured,
             [
@@ -198,6 +211,10 @@ def main() -> None:
         "effnet structured": (
             effnet.create_model(weights=structured / "model.safetensors").eval(),
             structured / "model.safetensors",
+        ),
+        "effnet structured, --sensitivity": (
+            effnet.create_model(weights=guided / "model.safetensors").eval(),
+            guided / "model.safetensors",
         ),
         "Torch-Pruning": (tp_model, None),
         "effnet unstructured": (

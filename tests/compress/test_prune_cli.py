@@ -93,6 +93,7 @@ def test_unstructured_pruning_shrinks_the_file_not_the_shapes(trained, tmp_path,
     [
         (["--target", "1.5"], r"target must be a fraction in \(0, 1\)"),
         (["--method", "unstructured", "--target-kind", "channels"], "applies to structured pruning"),
+        (["--method", "unstructured", "--sensitivity"], "guides structured pruning"),
     ],
 )
 def test_bad_settings_are_one_line(trained, tmp_path, capsys, extra, message):
@@ -127,6 +128,22 @@ def test_the_report_reads_the_pruning_report(trained, tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "pruned" in html.read_text()
+
+
+def test_sensitivity_decides_where_channels_go(trained, tmp_path, capsys):
+    data, weights = trained
+    out = tmp_path / "out"
+    argv = ["prune", "--weights", str(weights), "--data", str(data), "--out", str(out), "--target", "0.3"]
+    assert main([*argv, "--sensitivity", "--steps", "2", *FAST]) == 0, capsys.readouterr().err
+    assert "top-1@0.25" in capsys.readouterr().err  # the table
+    report = CompressionReport.from_dict(json.loads((out / "report.json").read_text()))
+    original, pruned = report.passes
+    assert pruned.flops <= 0.72 * original.flops
+    units = [record.layer for record in report.prune_sensitivity]
+    assert "stages.1.*.hidden" in units and all(len(r.ratios) == 4 for r in report.prune_sensitivity)
+    assert CompressionReport.from_dict(json.loads((out / "sensitivity.json").read_text())).prune_sensitivity
+    config = PassReport.from_dict(json.loads((out / "steps" / "1" / "pass.json").read_text())).config
+    assert config["scope"] == "local" and list(config["ratios"])[-1] == "*"
 
 
 def test_resume_continues_at_the_step_reached(trained, tmp_path, capsys):

@@ -24,6 +24,7 @@ from effnet.compress.base import (
 )
 from effnet.compress.inference import FoldBatchNormConfig, FreezePaddingConfig
 from effnet.compress.prune import PruneChannelsConfig
+from effnet.compress.sensitivity import prune_sensitivity, ratios_for_target, suggest_ratios
 from effnet.compress.sparsity import PruneWeightsConfig, SparsityCallback
 
 __all__ = [
@@ -41,6 +42,9 @@ __all__ = [
     "get_pass",
     "list_passes",
     "pass_config_from_dict",
+    "prune_sensitivity",
+    "ratios_for_target",
     "rebuild_structure",
     "register_pass",
+    "suggest_ratios",
 ]

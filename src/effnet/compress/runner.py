@@ -69,6 +69,9 @@ class PruneJob:
     threads: int | None = None  # intra-op threads for the latency measurement
     repeats: int = 50  # timed runs per model and runtime
     runtimes: tuple[str, ...] = ("torch", "onnxruntime")
+    sensitivity: bool = False  # measure per-unit sensitivity first and prune where it costs least
+    sensitivity_ratios: tuple[float, ...] = (0.25, 0.5, 0.75)
+    sensitivity_images: int = 1000  # validation images each sensitivity point is measured on
     resume: bool = False
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
@@ -90,6 +93,15 @@ class PruneJob:
             problems.append(input_size_problem(self.img_size, "img_size"))
         if self.repeats < 1 or self.batch_size < 1:
             problems.append("repeats and batch_size must be at least 1")
+        if self.sensitivity and self.method != "structured":
+            problems.append("--sensitivity guides structured pruning; drop it for unstructured")
+        if self.sensitivity and self.target_kind == "latency":
+            problems.append("--sensitivity takes a channels, params or flops target, not latency")
+        if self.sensitivity_images < 1:
+            problems.append(f"sensitivity_images must be at least 1, got {self.sensitivity_images}")
+        for ratio in self.sensitivity_ratios:
+            if not 0.0 < ratio < 1.0:
+                problems.append(f"sensitivity ratios must be fractions in (0, 1), got {ratio}")
         if problems:
             raise EffnetError("invalid pruning job: " + "; ".join(str(p) for p in problems))
         return self
@@ -141,13 +153,17 @@ def run_prune(job: PruneJob) -> CompressionReport:
             progress["latency_flops"] = latency_flops
             _write_json(state_path, progress)
 
+    sensitivity = None
+    if job.sensitivity:
+        sensitivity = _sensitivity(original, job, splits, loader, out / "sensitivity.json", size)
+
     for step in range(progress["done"] + 1, job.steps + 1):
         folder = out / "steps" / str(step)
         pruned_path = folder / "pruned.safetensors"
         if pruned_path.exists() and (folder / "pass.json").exists():
             pruned = load_model(None, pruned_path)
         else:
-            config = _step_config(job, step, latency_flops)
+            config = _step_config(job, step, latency_flops, sensitivity, original, model, size)
             pruned, report = apply_pass(model, config, PassContext(img_size=size))
             _log(job, f"step {step}/{job.steps}: {_describe(report)}")
             save_model(pruned, pruned_path, sparse=job.method == "unstructured")
@@ -162,6 +178,8 @@ def run_prune(job: PruneJob) -> CompressionReport:
     final_path = save_model(model, out / "model.safetensors", sparse=job.method == "unstructured")
     top1 = _top1(model, loader, splits.classes, job)
     report = _measure(original, model, job, size, baseline_top1, top1, final_path, splits.source)
+    if sensitivity is not None:
+        report.prune_sensitivity = sensitivity.prune_sensitivity
     _write_json(out / "report.json", report.to_dict())
     shutil.rmtree(out / "_parent", ignore_errors=True)
     return report
@@ -170,7 +188,10 @@ def run_prune(job: PruneJob) -> CompressionReport:
 def _identity(job: PruneJob) -> dict[str, Any]:
     """The settings a resumed job must share with the one it continues."""
     keep = ("weights", "data", "method", "target", "target_kind", "importance", "scope", "round_to", "steps")
-    return {k: plain(getattr(job, k)) for k in keep} | {"finetune_epochs": job.finetune_epochs}
+    identity = {k: plain(getattr(job, k)) for k in keep} | {"finetune_epochs": job.finetune_epochs}
+    if job.sensitivity:  # older jobs without it keep their identity
+        identity["sensitivity"] = [plain(list(job.sensitivity_ratios)), job.sensitivity_images]
+    return identity
 
 
 def _check_prunable(model: nn.Module, job: PruneJob) -> None:
@@ -233,10 +254,21 @@ def _cumulative(job: PruneJob, step: int) -> float:
     return job.target * step / job.steps
 
 
-def _step_config(job: PruneJob, step: int, latency_flops: float | None) -> Any:
+def _step_config(
+    job: PruneJob,
+    step: int,
+    latency_flops: float | None,
+    sensitivity: CompressionReport | None = None,
+    original: nn.Module | None = None,
+    current: nn.Module | None = None,
+    size: int | None = None,
+) -> Any:
     done, goal = _cumulative(job, step - 1), _cumulative(job, step)
     if job.method == "unstructured":
         return PruneWeightsConfig(sparsity=goal)  # zeros already there are the smallest magnitudes
+    if sensitivity is not None:
+        assert original is not None and current is not None
+        return _sensitivity_step(job, step, sensitivity, original, current, size)
     kind = job.target_kind
     if kind == "latency":
         kind = "flops"
@@ -251,6 +283,88 @@ def _step_config(job: PruneJob, step: int, latency_flops: float | None) -> Any:
         scope=job.scope,
         round_to=job.round_to,
     )
+
+
+def _sensitivity(
+    original: nn.Module, job: PruneJob, splits: Any, loader: Any, path: Path, size: int
+) -> CompressionReport:
+    """Per-unit sensitivity of the original on the validation images (kept in ``path`` for resume)."""
+    import math
+
+    from effnet.compress.sensitivity import prune_sensitivity
+
+    if path.exists():
+        return CompressionReport.from_dict(json.loads(path.read_text()))
+    batches = math.ceil(job.sensitivity_images / job.batch_size)
+    _log(job, f"sensitivity: pruning each unit alone at {list(job.sensitivity_ratios)} on up to {batches} batches")
+    result = prune_sensitivity(
+        original,
+        loader,
+        ratios=job.sensitivity_ratios,
+        importance="l2" if job.importance == "taylor" else job.importance,
+        classes=splits.classes,
+        device=_device(job),
+        max_batches=batches,
+        round_to=job.round_to,
+        data=splits.source,
+        progress=(lambda line: _log(job, f"sensitivity {line}")) if job.progress else None,
+    )
+    print(result.to_table(), file=sys.stderr, flush=True)
+    report = result.to_report()
+    _write_json(path, report.to_dict())
+    return report
+
+
+def _sensitivity_step(
+    job: PruneJob,
+    step: int,
+    sensitivity: CompressionReport,
+    original: nn.Module,
+    current: nn.Module,
+    size: int | None,
+) -> PruneChannelsConfig:
+    """This step's config: the widths the sensitivity picks for the step's share of the target.
+
+    The per-unit ratios are chosen on the original for the cumulative target and turned into the
+    widths each group should have after this step; the config removes exactly what separates the
+    current model from them (so steps do not compound rounding).
+    """
+    from effnet.compress.prune import plan_channels
+    from effnet.compress.sensitivity import ratios_for_target
+
+    goal = _cumulative(job, step)
+    common = {"importance": job.importance, "round_to": job.round_to}
+    ratios, threshold = ratios_for_target(
+        sensitivity,
+        original,
+        goal,
+        job.target_kind,  # type: ignore[arg-type]
+        size,
+        **common,
+    )
+    _log(job, f"step {step}/{job.steps}: units pruned while each loses at most {threshold:.2f} points alone")
+    plan = PruneChannelsConfig(target=goal, target_kind=job.target_kind, scope="local", ratios=ratios, **common)  # type: ignore[arg-type]
+    _, details = plan_channels(original, plan, PassContext(img_size=size))  # type: ignore[arg-type]
+    structure = current.structure()  # type: ignore[operator]
+    relative: dict[str, float] = {}
+    for name, (_, width) in details["groups"].items():
+        now = structure.group(name).channels
+        if width < now:  # a hair under the width, so ceil() lands on it exactly
+            relative[name] = round(1.0 - (width - 1e-3) / now, 6)
+    done = _cumulative(job, step - 1)
+    return PruneChannelsConfig(
+        target=min(max(1.0 - (1.0 - goal) / (1.0 - done), 1e-6), 0.999),  # recorded; the ratios decide
+        target_kind=job.target_kind,  # type: ignore[arg-type]
+        scope="local",
+        ratios={**relative, "*": 0.0},
+        **common,  # type: ignore[arg-type]
+    )
+
+
+def _device(job: PruneJob) -> Any:
+    from effnet.devices import resolve_device
+
+    return resolve_device(job.device)
 
 
 def _describe(report: PassReport) -> str:
