@@ -63,6 +63,7 @@ PRUNE_SPARSE = (
     "effnet prune --weights runs/b0/best.safetensors --data photos/ --out runs/b0-sparse --method unstructured "
     "--target 0.8"
 )
+QUANTIZE = "effnet quantize --weights runs/b0/best.safetensors --data photos/ --out runs/b0-int8"
 PRUNE_FAST = ["--img-size", "32", "--batch-size", "4", "--workers", "0", "--no-progress", "--repeats", "1"]
 RUN_BENCH = "effnet bench model.onnx runs/x/best.safetensors --batch-sizes 1,8,64 --data val/ --json"
 
@@ -132,6 +133,11 @@ SMALL: dict[str, Run | NotRunHere] = {
         + ["--method", "unstructured", "--target", "0.8", *PRUNE_FAST],
         after=(B0_RUN,),
         checks=["runs/b0-sparse/model.safetensors", "runs/b0-sparse/report.json"],
+    ),
+    QUANTIZE: NotRunHere(
+        "static quantization calibrates on at least 16 training images and photos/ holds 12; "
+        "tests/compress/test_quantize.py runs this command on a 36-image folder, then eval, predict and bench "
+        "on its output"
     ),
     "torchrun --nproc_per_node 4 -m effnet train ...": NotRunHere(
         "four processes on a 2-core machine; tests/training/test_distributed.py runs `torchrun -m effnet train` "

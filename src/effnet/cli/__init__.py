@@ -10,17 +10,17 @@ import sys
 from collections.abc import Sequence
 
 from effnet import __version__
-from effnet.cli import bench, demo, evaluate, export, info, listing, predict, prune, report, train
+from effnet.cli import bench, demo, evaluate, export, info, listing, predict, prune, quantize, report, train
 from effnet.cli._common import Parser
 from effnet.errors import EffnetError
 
-COMMANDS = (predict, info, listing, train, evaluate, demo, report, bench, export, prune)
+COMMANDS = (predict, info, listing, train, evaluate, demo, report, bench, export, prune, quantize)
 
 
 def build_parser() -> Parser:
     parser = Parser(
         prog="effnet",
-        description="EfficientNet image classifiers: build, classify, fine-tune, evaluate, prune, measure and export.",
+        description="EfficientNet classifiers: build, classify, fine-tune, evaluate, compress, measure and export.",
     )
     parser.add_argument("--version", action="version", version=f"effnet {__version__}", help="print the version")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

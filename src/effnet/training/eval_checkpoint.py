@@ -35,7 +35,13 @@ def evaluate_checkpoint(
     from effnet.data.images import eval_transform
     from effnet.training.transforms import resized
 
-    net = load_model(model, weights)
+    if str(weights).lower().endswith(".onnx"):  # an export or a quantized model: run it in ONNX Runtime
+        from effnet.export.onnx_module import OnnxModule
+
+        net: torch.nn.Module = OnnxModule(weights)
+        device = "cpu"
+    else:
+        net = load_model(model, weights)
     classes = list(net.pretrained_meta["classes"])
     pre = resized(Preprocessing.from_dict(net.pretrained_meta["preprocessing"]), img_size)
     transform = eval_transform(pre)

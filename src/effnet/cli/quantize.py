@@ -1,0 +1,118 @@
+"""``effnet quantize --weights PATH --data DATA --out DIR``: int8 (or 16-bit) model for ONNX Runtime, measured.
+
+Static int8 calibrates activation ranges on images of the training split (prepared exactly as
+at inference), corrects the bias that rounding the weights adds, and writes DIR/model.onnx
+(QDQ: per-channel int8 weights, uint8 activations, which run every convolution in int8 on x86
+CPUs). DIR/report.json gives size, top-1 on the validation split and batch-1 ONNX Runtime
+latency of the float export and the quantized model, timed interleaved, and every layer's
+quantization error (SQNR); ``effnet report DIR/report.json`` draws it.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from effnet.cli._common import image_size, positive_int, print_json, table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("quantize", help="quantize a trained model and measure it against float", description=__doc__)
+    p.add_argument("--weights", required=True, help="the trained checkpoint to quantize (it is not modified)")
+    p.add_argument("--data", required=True, help="its data: image folder, CSV, fashion-mnist or cifar10")
+    p.add_argument("--out", required=True, help="output folder: model.onnx, report.json, bench.json")
+    p.add_argument(
+        "--mode",
+        choices=["static", "dynamic"],
+        default="static",
+        help="static: calibrated int8 activations (default); dynamic: only the classifier, no calibration",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=["int8", "fp16", "bf16"],
+        default="int8",
+        help="int8 (default), or fp16/bf16 weight storage (half the file, float speed on CPU)",
+    )
+    p.add_argument("--calib-images", type=positive_int, default=256, help="calibration images (default 256)")
+    p.add_argument(
+        "--observer",
+        choices=["minmax", "percentile", "entropy"],
+        default="percentile",
+        help="activation range: min/max, a percentile of |x| (default) or entropy",
+    )
+    p.add_argument("--percentile", type=float, default=99.999, help="for --observer percentile (99.999)")
+    p.add_argument(
+        "--activations", choices=["uint8", "int8"], default="uint8", help="activation type (uint8: fast on x86)"
+    )
+    p.add_argument("--no-bias-correction", action="store_true", help="skip correcting the weights' rounding bias")
+    p.add_argument(
+        "--keep-float",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="ONNX node names (wildcards allowed) to leave in float, e.g. '/stem/*'; repeatable",
+    )
+    p.add_argument("--runtime", choices=["auto", "onnxruntime"], default="auto", help="auto picks onnxruntime")
+    p.add_argument("--data-dir", default=None, help="where a built-in dataset's files are")
+    p.add_argument("--subset", type=positive_int, default=None, help="use at most this many images of the data")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="evaluation batch size (default 64)")
+    p.add_argument("--img-size", type=image_size, default=None, help="input size (default: the checkpoint's)")
+    p.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime threads for timing")
+    p.add_argument("--repeats", type=positive_int, default=50, help="timed runs per model (default 50)")
+    p.add_argument("--workers", type=int, default=2, help="data loading processes (default 2)")
+    p.add_argument("--json", action="store_true", help="print report.json when done")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from effnet.compress.quantize import QuantizeConfig
+    from effnet.compress.quantize_runner import QuantizeJob, run_quantize
+
+    config = QuantizeConfig(
+        mode=args.mode,
+        dtype=args.dtype,
+        observer=args.observer,
+        percentile=args.percentile,
+        activations=args.activations,
+        bias_correction=not args.no_bias_correction,
+        keep_float=tuple(args.keep_float),
+        calib_images=args.calib_images,
+    )
+    job = QuantizeJob(
+        weights=args.weights,
+        data=args.data,
+        out=args.out,
+        config=config,
+        runtime=args.runtime,
+        data_dir=args.data_dir,
+        subset=args.subset,
+        batch_size=args.batch_size,
+        img_size=args.img_size,
+        workers=args.workers,
+        threads=args.threads,
+        repeats=args.repeats,
+    )
+    report = run_quantize(job)
+    if args.json:
+        print_json(report.to_dict())
+        return 0
+    base = report.passes[0].latency_ms_onnxruntime
+    rows = [
+        [
+            row.name,
+            f"{row.size_mb:.2f}",
+            f"{row.top1:.2f}%",
+            _ms(row.latency_ms_onnxruntime),
+            f"{row.latency_ms_onnxruntime / base:.2f}x" if base and row.latency_ms_onnxruntime else "-",
+        ]
+        for row in report.passes
+    ]
+    print(table(rows, ["", "MiB", "top-1", "ORT ms", "vs float"]))
+    if report.quant_error:
+        worst = report.quant_error[0]
+        print(f"worst layer: {worst.layer} (SQNR {worst.sqnr_db:.1f} dB); all layers in report.json")
+    print(f"written to {args.out}/model.onnx and {args.out}/report.json")
+    return 0
+
+
+def _ms(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "-"

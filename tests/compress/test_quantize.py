@@ -1,0 +1,258 @@
+"""Quantization: the ONNX Runtime int8 / 16-bit files, bias correction, the per-layer error, and ``effnet quantize``."""
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from tests.conftest import randomize_batchnorm
+from tests.training.conftest import make_image_folder
+
+import effnet
+from effnet.cli import main
+from effnet.compress.quantize import QuantizeConfig, _correct_biases, _dequantized_weights, quantize_model
+from effnet.export import export_model
+from effnet.export.onnx_module import OnnxModule
+from effnet.schemas import BenchReport, CompressionReport
+
+SIZE = 32
+FAST = ["--workers", "0", "--repeats", "3", "--threads", "1", "--calib-images", "16"]
+
+
+@pytest.fixture(scope="module")
+def lite0(tmp_path_factory):
+    """A Lite0 with 3 classes, its float export and 16 calibration images."""
+    torch.manual_seed(0)
+    model = randomize_batchnorm(effnet.create_model("efficientnet_lite0", num_classes=3))
+    torch.nn.init.normal_(model.classifier.weight, std=0.05)  # initialised at zero: no signal to compare
+    root = tmp_path_factory.mktemp("quantize")
+    float_path = root / "float.onnx"
+    export_model(model, "onnx", float_path, img_size=SIZE)
+    images = torch.randn(24, 3, SIZE, SIZE)
+    return model, float_path, images, root
+
+
+def _ops(path):
+    return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+def test_static_int8_is_a_quarter_of_the_size_and_close_to_float(lite0):
+    model, float_path, images, root = lite0
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = quantize_model(model, root / "int8.onnx", QuantizeConfig(calib_images=16), [images[:16]], SIZE)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # the input is untouched
+    assert result.path.stat().st_size <= 0.3 * float_path.stat().st_size
+    assert result.calibration_images == 16 and result.bias_corrected > 40
+    assert {"QuantizeLinear", "DequantizeLinear"} <= _ops(result.path)
+    quantized, reference = OnnxModule(result.path), OnnxModule(float_path)
+    assert quantized.pretrained_meta["classes"] == model.pretrained_meta["classes"]  # metadata kept
+    meta = json.loads(onnx.load(str(result.path)).metadata_props[0].value)
+    assert meta["quantization"]["mode"] == "static" and meta["quantization"]["activations"] == "uint8"
+    test = images[16:]
+    noise = quantized(test) - reference(test)
+    sqnr = 10 * torch.log10(reference(test).pow(2).mean() / noise.pow(2).mean())
+    assert sqnr > 10  # dB, on random weights and inputs
+    # The per-layer error: every Conv and the classifier, worst first.
+    layers = result.layers
+    assert len(layers) == 50 and layers[-1]["sqnr_db"] >= layers[0]["sqnr_db"] > 0
+    assert all(row["mse"] >= 0 for row in layers)
+
+
+def test_layers_kept_in_float_are_not_quantized(lite0):
+    model, _, images, root = lite0
+    config = QuantizeConfig(calib_images=16, keep_float=("/stem/*", "/classifier/*"))
+    result = quantize_model(model, root / "mixed.onnx", config, [images[:16]], SIZE)
+    graph = onnx.load(str(result.path)).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    stem = next(n for n in graph.node if n.name == "/stem/conv/Conv")
+    assert producer[stem.input[1]].op_type != "DequantizeLinear" if stem.input[1] in producer else True
+    assert "/stem/conv/Conv" in result.kept_float and "/classifier/Gemm" in result.kept_float
+    assert "/stem/conv/Conv" not in _dequantized_weights(onnx.load(str(result.path)))
+
+
+def test_sixteen_bit_storage_halves_the_file_and_keeps_the_outputs(lite0):
+    model, float_path, images, root = lite0
+    reference = OnnxModule(float_path)(images)
+    for dtype, tolerance in (("fp16", 2e-3), ("bf16", 2e-2)):
+        result = quantize_model(model, root / f"{dtype}.onnx", QuantizeConfig(dtype=dtype), None, SIZE)
+        assert result.path.stat().st_size <= 0.55 * float_path.stat().st_size
+        out = OnnxModule(result.path)(images)
+        assert (out - reference).abs().max() <= tolerance * reference.abs().max() + 1e-3, dtype
+
+
+def test_dynamic_quantizes_the_classifier_only(lite0):
+    model, float_path, images, root = lite0
+    result = quantize_model(model, root / "dynamic.onnx", QuantizeConfig(mode="dynamic"), None, SIZE)
+    ops = _ops(result.path)
+    assert "DynamicQuantizeLinear" in ops and "Conv" in ops and "ConvInteger" not in ops
+    assert result.path.stat().st_size < float_path.stat().st_size
+    assert OnnxModule(result.path)(images).shape == (24, 3)
+
+
+def test_bias_correction_subtracts_the_rounding_error_times_the_input_mean():
+    """One 1x1 convolution: the corrected bias is b - (W_q - W) @ E[x], exactly."""
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(4, 3, 1, 1)).astype(np.float32)
+    bias = rng.normal(size=4).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4, 5, 5])],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    scale = np.full(4, 0.05, np.float32)
+    q = np.clip(np.round(weight / scale[:, None, None, None]), -127, 127).astype(np.int8)
+    quantized = helper.make_model(
+        helper.make_graph(
+            [
+                helper.make_node("DequantizeLinear", ["wq", "s", "z"], ["wd"], axis=0),
+                helper.make_node("Conv", ["x", "wd", "b"], ["y"], name="conv"),
+            ],
+            "q",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 5, 5])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4, 5, 5])],
+            [
+                numpy_helper.from_array(q, "wq"),
+                numpy_helper.from_array(scale, "s"),
+                numpy_helper.from_array(np.zeros(4, np.int8), "z"),
+                numpy_helper.from_array(bias, "b"),
+            ],
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+        ir_version=9,
+    )
+    images = (rng.normal(size=(6, 3, 5, 5)) + np.array([1.0, -2.0, 3.0])[None, :, None, None]).astype(np.float32)
+    fixed, corrected = _correct_biases(model, quantized, images)
+    assert corrected == 1
+    new_bias = numpy_helper.to_array(next(i for i in fixed.graph.initializer if i.name == "b"))
+    delta = q.astype(np.float64) * scale[:, None, None, None] - weight
+    expected = bias - delta[:, :, 0, 0] @ images.mean(axis=(0, 2, 3))
+    np.testing.assert_allclose(new_bias, expected, rtol=1e-5, atol=1e-6)
+    assert numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "b")).tolist() == bias.tolist()
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (QuantizeConfig(calib_images=4), "at least 16 calibration images"),
+        (QuantizeConfig(dtype="fp16", mode="dynamic"), "no dynamic mode"),
+        (QuantizeConfig(percentile=100.0), "percentile must be"),
+    ],
+)
+def test_bad_settings_are_refused(lite0, tmp_path, config, message):
+    model, _, images, _ = lite0
+    with pytest.raises(effnet.EffnetError, match=message):
+        quantize_model(model, tmp_path / "q.onnx", config, [images], SIZE)
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_too_few_images_and_unknown_layers_are_refused(lite0, tmp_path):
+    model, _, images, _ = lite0
+    with pytest.raises(effnet.EffnetError, match="at least 16 calibration images, got 8"):
+        quantize_model(model, tmp_path / "q.onnx", QuantizeConfig(calib_images=16), [images[:8]], SIZE)
+    with pytest.raises(effnet.EffnetError, match="'/nothing/\\*' matches no layer"):
+        quantize_model(model, tmp_path / "q.onnx", QuantizeConfig(keep_float=("/nothing/*",)), [images], SIZE)
+    assert not (tmp_path / "q.onnx").exists()
+
+
+# -- effnet quantize ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A Lite0 fine-tuned for one epoch on a tiny 3-class folder, at 32 px."""
+    root = tmp_path_factory.mktemp("quantize-cli")
+    data = make_image_folder(root / "data", classes=3, per_class=12, size=32)
+    torch.manual_seed(0)
+    effnet.train(
+        {
+            "model": "efficientnet_lite0",
+            "data": str(data),
+            "out": str(root / "run"),
+            "epochs": 1,
+            "img_size": 32,
+            "batch_size": 8,
+            "workers": 0,
+            "progress": False,
+            "tensorboard": False,
+            "augment": "none",
+            "val_split": 0.25,
+        }  # fmt: skip
+    )
+    return data, root / "run" / "best.safetensors"
+
+
+def test_quantize_writes_a_model_every_command_runs(trained, tmp_path, capsys):
+    data, weights = trained
+    before = weights.read_bytes()
+    out = tmp_path / "q"
+    argv = ["quantize", "--weights", str(weights), "--data", str(data), "--out", str(out), *FAST]
+    assert main(argv) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "float" in printed and "quantized" in printed and "worst layer" in printed
+    assert weights.read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == ["bench.json", "model.onnx", "report.json"]
+    report = CompressionReport.from_dict(json.loads((out / "report.json").read_text()))
+    original, quantized = report.passes
+    assert quantized.size_mb < 0.3 * original.size_mb
+    assert original.latency_ms_onnxruntime and quantized.latency_ms_onnxruntime
+    assert original.top1 is not None and quantized.top1 is not None
+    assert len(report.quant_error) == 50
+    bench = BenchReport.from_dict(json.loads((out / "bench.json").read_text()))
+    assert len(bench.results) == 2
+
+    model = str(out / "model.onnx")
+    assert main(["eval", "--weights", model, "--data", str(data), "--workers", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 36
+    image = next(iter((data / "class_0").iterdir()))
+    assert main(["predict", str(image), "--weights", model, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["predictions"][0]["label"].startswith("class_")
+    assert main(["bench", model, "--repeats", "2", "--warmup", "1", "--threads", "1", "--json"]) == 0
+    capsys.readouterr()
+
+    html = tmp_path / "report.html"
+    done = subprocess.run(
+        [sys.executable, "-m", "effnet", "report", str(out / "report.json"), "--out", str(html)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "quantized" in html.read_text()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--calib-images", "8"], "at least 16 calibration images"),
+        (["--keep-float", "/nothing/*"], "matches no layer"),
+        (["--mode", "dynamic", "--dtype", "bf16"], "no dynamic mode"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(trained, tmp_path, capsys, extra, message):
+    data, weights = trained
+    argv = ["quantize", "--weights", str(weights), "--data", str(data), "--out", str(tmp_path / "o"), *FAST, *extra]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert len(errors) == 1 and re.search(message, errors[0]) and "Traceback" not in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_other_classes_and_a_used_folder_are_refused(trained, tmp_path, capsys):
+    data, weights = trained
+    other = make_image_folder(tmp_path / "other", classes=4, per_class=4, size=32)
+    argv = ["quantize", "--weights", str(weights), "--data", str(other), "--out", str(tmp_path / "x"), *FAST]
+    assert main(argv) == 1
+    assert "classes differ" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "keep.txt").write_text("mine")
+    argv = ["quantize", "--weights", str(weights), "--data", str(data), "--out", str(used), *FAST]
+    assert main(argv) == 1
+    assert "not empty" in capsys.readouterr().err and (used / "keep.txt").read_text() == "mine"
