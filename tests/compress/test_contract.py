@@ -11,6 +11,8 @@ from tests.conftest import randomize_batchnorm
 
 import effnet
 from effnet.compress import PassContext, PassReport, apply_pass, get_pass, list_passes, pass_config_from_dict
+from effnet.compress.quantize import QuantizedModel
+from effnet.export.onnx_module import OnnxModule
 
 IMG = 64
 
@@ -42,7 +44,8 @@ def test_every_pass_keeps_the_contract(pass_name, model_name, models, tmp_path):
             apply_pass(model, config, PassContext(img_size=IMG))
         assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
         return
-    result, report = apply_pass(model, config, PassContext(img_size=IMG))
+    calibration = [torch.randn(16, 3, IMG, IMG)]  # for passes that calibrate
+    result, report = apply_pass(model, config, PassContext(img_size=IMG, data=calibration))
 
     after_state, after_kinds = snapshot(model)
     assert after_kinds == kinds and state.keys() == after_state.keys()
@@ -55,6 +58,11 @@ def test_every_pass_keeps_the_contract(pass_name, model_name, models, tmp_path):
     data = json.loads(json.dumps(report.to_dict()))
     assert PassReport.from_dict(data) == report and data["name"] == pass_name
     assert report.before.params == sum(p.numel() for p in model.parameters())
+    if isinstance(result, QuantizedModel):  # a deployable ONNX file, not PyTorch tensors
+        assert report.after == result.compression_stats() and report.after.size_bytes < report.before.size_bytes
+        reloaded = OnnxModule(result.save(tmp_path / "result.onnx"))
+        assert torch.equal(reloaded(x), out)
+        return
     assert report.after.params == sum(p.numel() for p in result.parameters())
 
     path = effnet.save_model(result, tmp_path / "result.safetensors")

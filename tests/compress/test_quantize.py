@@ -139,18 +139,32 @@ def test_bias_correction_subtracts_the_rounding_error_times_the_input_mean():
 
 
 @pytest.mark.parametrize(
-    ("config", "message"),
+    ("settings", "message"),
     [
-        (QuantizeConfig(calib_images=4), "at least 16 calibration images"),
-        (QuantizeConfig(dtype="fp16", mode="dynamic"), "no dynamic mode"),
-        (QuantizeConfig(percentile=100.0), "percentile must be"),
+        ({"calib_images": 4}, "at least 16 calibration images"),
+        ({"dtype": "fp16", "mode": "dynamic"}, "no dynamic mode"),
+        ({"percentile": 100.0}, "percentile must be"),
     ],
 )
-def test_bad_settings_are_refused(lite0, tmp_path, config, message):
+def test_bad_settings_are_refused(settings, message):
+    with pytest.raises(effnet.EffnetError, match=f"invalid quantize settings: .*{message}"):
+        QuantizeConfig(**settings)
+
+
+def test_quantize_is_a_pass_that_chains_after_pruning(lite0, tmp_path):
+    from effnet.compress import PassContext, apply_pass
+
     model, _, images, _ = lite0
-    with pytest.raises(effnet.EffnetError, match=message):
-        quantize_model(model, tmp_path / "q.onnx", config, [images], SIZE)
-    assert not (tmp_path / "q.onnx").exists()
+    pruned, _ = apply_pass(model, "prune_channels", target=0.3, target_kind="flops")
+    context = PassContext(img_size=SIZE, data=[images[:16]])
+    quantized, report = apply_pass(pruned, QuantizeConfig(calib_images=16, keep_float="/stem/*"), context)
+    assert report.config["keep_float"] == ["/stem/*"] and report.details["calibration_images"] == 16
+    assert report.after.size_bytes < 0.3 * report.before.size_bytes
+    saved = quantized.save(tmp_path / "chained.onnx")
+    meta = json.loads(onnx.load(str(saved)).metadata_props[0].value)
+    widths = [block["hidden_channels"] for block in meta["arch"]["layout"]["blocks"]]
+    assert widths != [block["hidden_channels"] for block in model.arch_dict()["layout"]["blocks"]]  # pruned arch
+    assert OnnxModule(saved)(images[16:]).shape == (8, 3)
 
 
 def test_too_few_images_and_unknown_layers_are_refused(lite0, tmp_path):

@@ -8,6 +8,7 @@ True
 
 from effnet.compress import inference as _inference  # noqa: F401 - registers the inference passes
 from effnet.compress import prune as _prune  # noqa: F401 - registers the pruning passes
+from effnet.compress import quantize as _quantize  # noqa: F401 - registers the quantize pass
 from effnet.compress import sparsity as _sparsity  # noqa: F401
 from effnet.compress.base import (
     ModelStats,
@@ -24,6 +25,7 @@ from effnet.compress.base import (
 )
 from effnet.compress.inference import FoldBatchNormConfig, FreezePaddingConfig
 from effnet.compress.prune import PruneChannelsConfig
+from effnet.compress.quantize import QuantizeConfig
 from effnet.compress.sensitivity import prune_sensitivity, ratios_for_target, suggest_ratios
 from effnet.compress.sparsity import PruneWeightsConfig, SparsityCallback
 
@@ -37,6 +39,7 @@ __all__ = [
     "PassReport",
     "PruneChannelsConfig",
     "PruneWeightsConfig",
+    "QuantizeConfig",
     "SparsityCallback",
     "apply_pass",
     "get_pass",

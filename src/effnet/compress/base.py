@@ -95,6 +95,8 @@ class PassContext:
 
 def model_stats(model: nn.Module) -> ModelStats:
     """Parameters, non-zero parameters and tensor bytes of ``model``."""
+    if callable(getattr(model, "compression_stats", None)):  # a model that is not PyTorch tensors (a quantized file)
+        return model.compression_stats()
     state = model.state_dict()
     return ModelStats(
         params=sum(p.numel() for p in model.parameters()),

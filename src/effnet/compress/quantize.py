@@ -43,9 +43,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from effnet.compress.base import ModelStats, Pass, PassConfig, PassContext, register_pass
 from effnet.errors import EffnetError
+from effnet.export.onnx_module import OnnxModule
 
-__all__ = ["QuantizeConfig", "layer_errors", "quantize_onnx", "quantize_model"]
+__all__ = ["Quantize", "QuantizeConfig", "QuantizedModel", "layer_errors", "quantize_model", "quantize_onnx"]
 
 Mode = Literal["static", "dynamic"]
 DType = Literal["int8", "fp16", "bf16"]
@@ -54,8 +56,10 @@ MIN_CALIBRATION_IMAGES = 16
 
 
 @dataclass(frozen=True)
-class QuantizeConfig:
+class QuantizeConfig(PassConfig):
     """How to quantize (recorded in the quantized file's metadata and the report)."""
+
+    pass_name = "quantize"
 
     mode: Mode = "static"
     dtype: DType = "int8"
@@ -67,6 +71,12 @@ class QuantizeConfig:
     keep_float: tuple[str, ...] = ()  # ONNX node-name patterns left in float, e.g. "/stem/*"
     calib_images: int = 256  # calibration images (static)
     error_images: int = 16  # images the per-layer error is measured on
+
+    def __post_init__(self) -> None:
+        if isinstance(self.keep_float, list | str):  # from YAML/JSON, or one pattern
+            patterns = [self.keep_float] if isinstance(self.keep_float, str) else self.keep_float
+            object.__setattr__(self, "keep_float", tuple(patterns))
+        super().__post_init__()
 
     def validate(self) -> list[str]:
         problems = []
@@ -90,11 +100,6 @@ class QuantizeConfig:
         if self.error_images < 1:
             problems.append(f"error_images must be at least 1, got {self.error_images}")
         return problems
-
-    def to_dict(self) -> dict[str, Any]:
-        from effnet.configs import plain
-
-        return plain(self)
 
 
 @dataclass
@@ -140,9 +145,6 @@ def quantize_model(
     from effnet.export import export_model
 
     config = config or QuantizeConfig()
-    problems = config.validate()
-    if problems:
-        raise EffnetError("invalid quantization settings: " + "; ".join(problems))
     out = Path(out)
     if out.suffix.lower() != ".onnx":
         raise EffnetError(f"{out}: a quantized model is written as an .onnx file")
@@ -466,3 +468,73 @@ def layer_errors(float_path: str | Path, quantized_path: str | Path, images: np.
         sqnr = 10.0 * math.log10(power / mse) if mse > 0 and power > 0 else None
         rows.append({"layer": name, "mse": mse, "sqnr_db": sqnr})
     return sorted(rows, key=lambda r: math.inf if r["sqnr_db"] is None else r["sqnr_db"])
+
+
+class QuantizedModel(OnnxModule):
+    """A quantized ONNX file run by ONNX Runtime, as the ``quantize`` pass returns it.
+
+    ``model(images)`` gives logits; :meth:`save` writes the file (an ``.onnx`` model with its
+    preprocessing, classes and quantization settings), which ``effnet predict``/``eval``/``bench``
+    and :class:`~effnet.export.onnx_module.OnnxModule` run.
+    """
+
+    def save(self, path: str | Path) -> Path:
+        import shutil
+
+        target = Path(path)
+        if target.suffix.lower() != ".onnx":
+            raise EffnetError(f"{target}: a quantized model is saved as an .onnx file")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.path, target)
+        return target
+
+    def compression_stats(self) -> ModelStats:
+        """Weights counted from the file's initializers; size is the file's."""
+        import onnx
+        from onnx import numpy_helper
+
+        values = [numpy_helper.to_array(i) for i in onnx.load(str(self.path)).graph.initializer]
+        weights = [v for v in values if v.ndim >= 2]
+        return ModelStats(
+            params=sum(v.size for v in weights),
+            nonzero_params=sum(int(np.count_nonzero(v)) for v in weights),
+            size_bytes=self.path.stat().st_size,
+        )
+
+
+@register_pass
+class Quantize(Pass):
+    """``apply_pass(model, QuantizeConfig(...), PassContext(data=calibration_batches))``."""
+
+    name = "quantize"
+    config_type = QuantizeConfig
+    description = "int8 (or 16-bit) ONNX Runtime model: calibration, bias correction, per-layer error"
+
+    def unsupported(self, model: nn.Module) -> str | None:
+        if isinstance(model, OnnxModule):
+            return "it is already an ONNX model; quantize the network it was exported from"
+        if "preprocessing" not in (getattr(model, "pretrained_meta", None) or {}):
+            return "it records no preprocessing, which the quantized file must carry; load it with create_model"
+        return None
+
+    def run(self, model: nn.Module, config: PassConfig, context: PassContext) -> tuple[nn.Module, dict[str, Any]]:
+        import shutil
+        import weakref
+
+        assert isinstance(config, QuantizeConfig)
+        folder = tempfile.mkdtemp(prefix="effnet-quantized-")
+        try:
+            result = quantize_model(model, Path(folder) / "model.onnx", config, context.data, context.img_size)
+            quantized = QuantizedModel(result.path)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        weakref.finalize(quantized, shutil.rmtree, folder, True)
+        details = {
+            "calibration_images": result.calibration_images,
+            "bias_corrected": result.bias_corrected,
+            "kept_float": result.kept_float,
+            "size_bytes": result.path.stat().st_size,
+            "layers": result.layers,
+        }
+        return quantized, details

@@ -1,0 +1,144 @@
+"""Pretrained EfficientNet-Lite0 quantized: top-1 agreement with float on real photos, size, latency (not a test).
+
+The photos are the ones scikit-image ships (cat, coffee, rocket, astronaut, motorcycle, coins,
+moon, retina, textures...; 23 in all), each evaluated whole and as one random crop (46
+inputs). Calibration uses six *other* random crops of each (138 images). Every variant is
+compared with the float export of the same weights: top-1 agreement, mean |change of the top
+probability|, file size, and batch-1 ONNX Runtime latency, all timed interleaved in one run.
+
+    python benchmarks/quantize_photos.py --threads 1 --repeats 100
+
+The variants: ONNX Runtime's static QDQ with its default signed int8 activations and with uint8
+activations (min/max calibration, per-channel weights; what users get from the tool), then
+effnet's ``quantize_model`` with and without bias correction, each observer, and fp16 storage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import skimage.data
+import torch
+from PIL import Image
+
+import effnet
+from effnet.bench import benchmark
+from effnet.compress.quantize import QuantizeConfig, quantize_onnx
+from effnet.data.images import eval_transform
+from effnet.export import export_model
+from effnet.export.onnx_module import OnnxModule
+from effnet.weights.specs import Preprocessing
+
+PHOTOS = (
+    "astronaut.png chelsea.png coffee.png rocket.jpg hubble_deep_field.jpg ihc.png retina.jpg motorcycle_left.png "
+    "motorcycle_right.png color.png logo.png camera.png coins.png moon.png page.png text.png horse.png brick.png "
+    "grass.png gravel.png clock_motion.png cell.png microaneurysms.png"
+).split()
+
+
+def crops(image: Image.Image, count: int, seed: int, transform) -> list[torch.Tensor]:  # noqa: ANN001
+    rng = np.random.default_rng(seed)
+    width, height = image.size
+    out = []
+    for _ in range(count):
+        scale = rng.uniform(0.5, 1.0)
+        w, h = int(width * scale), int(height * scale)
+        x, y = rng.integers(0, width - w + 1), rng.integers(0, height - h + 1)
+        crop = image.crop((x, y, x + w, y + h))
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        out.append(transform(crop))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="efficientnet_lite0")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=100)
+    args = parser.parse_args()
+    from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static
+
+    model = effnet.create_model(args.model, weights="imagenet").eval()
+    pre = Preprocessing.from_dict(model.pretrained_meta["preprocessing"])
+    transform = eval_transform(pre)
+    folder = Path(os.path.dirname(skimage.data.__file__))
+    photos = [Image.open(folder / name).convert("RGB") for name in PHOTOS]
+    inputs = torch.stack(
+        [transform(p) for p in photos] + [c for i, p in enumerate(photos) for c in crops(p, 1, 100 + i, transform)]
+    )
+    calibration = torch.stack([c for i, p in enumerate(photos) for c in crops(p, 6, i, transform)]).numpy()
+
+    work = Path(tempfile.mkdtemp(prefix="effnet-qbench-"))
+    float_path = work / "float.onnx"
+    export_model(model, "onnx", float_path, img_size=pre.input_size)
+    files = {"float32 (ONNX Runtime)": float_path}
+
+    prepared = work / "pre.onnx"
+    quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
+
+    class Reader:
+        def __init__(self) -> None:
+            self.items = iter(calibration)
+
+        def get_next(self):  # noqa: ANN202
+            item = next(self.items, None)
+            return None if item is None else {"input": item[None]}
+
+    for label, activations in (("s8", QuantType.QInt8), ("u8", QuantType.QUInt8)):
+        path = work / f"ort-{label}.onnx"
+        with contextlib.redirect_stdout(sys.stderr):
+            quantize_static(
+                str(prepared), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                activation_type=activations, weight_type=QuantType.QInt8,
+            )  # fmt: skip
+        files[f"ONNX Runtime QDQ, {label} activations, min/max"] = path
+    variants = {
+        "effnet int8, percentile + bias correction (default)": QuantizeConfig(),
+        "effnet int8, min/max + bias correction": QuantizeConfig(observer="minmax"),
+        "effnet int8, entropy + bias correction": QuantizeConfig(observer="entropy"),
+        "effnet int8, percentile, no bias correction": QuantizeConfig(bias_correction=False),
+        "effnet fp16 storage": QuantizeConfig(dtype="fp16"),
+    }
+    for i, (label, config) in enumerate(variants.items()):
+        path = work / f"effnet-{i}.onnx"
+        quantize_onnx(float_path, path, config, calibration)
+        files[label] = path
+
+    outputs = {label: OnnxModule(path)(inputs) for label, path in files.items()}
+    reference = outputs["float32 (ONNX Runtime)"]
+    report = benchmark(
+        [str(p) for p in files.values()],
+        runtimes=("onnxruntime",),
+        img_size=pre.input_size,
+        threads=args.threads,
+        repeats=args.repeats,
+        measure_memory=False,
+    )
+    latency = {r.model: r.latency_ms_median for r in report.results}
+    base = latency[str(float_path)]
+    print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {args.threads} thread(s), "
+          f"{len(inputs)} inputs, {len(calibration)} calibration crops, {args.model} ImageNet weights\n")  # fmt: skip
+    print("| model | top-1 agreement | mean abs change of top prob | MiB | ratio to float | ORT ms |")
+    print("|---|---:|---:|---:|---:|---:|")
+    size = float_path.stat().st_size
+    for label, path in files.items():
+        out = outputs[label]
+        agree = (out.argmax(1) == reference.argmax(1)).float().mean().item() * 100
+        change = (out.softmax(1).max(1).values - reference.softmax(1).max(1).values).abs().mean().item()
+        ms = latency[str(path)]
+        print(
+            f"| {label} | {agree:.1f}% | {change:.3f} | {path.stat().st_size / 2**20:.2f} "
+            f"({path.stat().st_size / size:.2f}x) | {ms / base:.3f} | {ms:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
