@@ -64,7 +64,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=100)
     args = parser.parse_args()
-    from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static
 
     model = effnet.create_model(args.model, weights="imagenet").eval()
     pre = Preprocessing.from_dict(model.pretrained_meta["preprocessing"])
@@ -76,7 +75,14 @@ def main() -> None:
     )
     calibration = torch.stack([c for i, p in enumerate(photos) for c in crops(p, 6, i, transform)]).numpy()
 
-    work = Path(tempfile.mkdtemp(prefix="effnet-qbench-"))
+    with tempfile.TemporaryDirectory(prefix="effnet-qbench-") as work:
+        run(model, pre, inputs, calibration, Path(work), args)
+
+
+def run(model, pre, inputs, calibration, work, args) -> None:  # noqa: ANN001
+    """Quantize every variant into ``work`` and print the table."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static
+
     float_path = work / "float.onnx"
     export_model(model, "onnx", float_path, img_size=pre.input_size)
     files = {"float32 (ONNX Runtime)": float_path}
