@@ -1,4 +1,5 @@
-"""Training: the engine (:func:`fit`, :func:`train`), its tasks and callbacks, recipes and evaluation.
+"""Training: the engine (:func:`fit`, :func:`train`), its tasks (classification, :func:`distill`ation) and callbacks,
+recipes and evaluation.
 
 Names are imported on first use, so ``effnet.training.config`` (the recipe) stays light to import.
 """
@@ -12,11 +13,13 @@ _WHERE = {
     "Batch": "effnet.training.tasks",
     "Callback": "effnet.training.callbacks",
     "ClassificationTask": "effnet.training.tasks",
+    "DistillationTask": "effnet.training.distill",
     "NonFiniteLoss": "effnet.training.engine",
     "Task": "effnet.training.tasks",
     "TrainConfig": "effnet.training.config",
     "TrainResult": "effnet.training.engine",
     "Trainer": "effnet.training.engine",
+    "distill": "effnet.training.distill",
     "fit": "effnet.training.engine",
     "train": "effnet.training.engine",
 }
