@@ -1,4 +1,4 @@
-"""Training: the engine (:func:`fit`, :func:`train`), its tasks (classification, :func:`distill`ation) and callbacks,
+"""Training: the engine (:func:`fit`, :func:`train`), its tasks (classification, distillation) and callbacks,
 recipes and evaluation.
 
 Names are imported on first use, so ``effnet.training.config`` (the recipe) stays light to import.
@@ -19,7 +19,6 @@ _WHERE = {
     "TrainConfig": "effnet.training.config",
     "TrainResult": "effnet.training.engine",
     "Trainer": "effnet.training.engine",
-    "distill": "effnet.training.distill",
     "fit": "effnet.training.engine",
     "train": "effnet.training.engine",
 }
