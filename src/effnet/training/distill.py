@@ -473,6 +473,8 @@ def distill(
         settings["data"] = os.fspath(data)
     out = settings.get("out")
     recorded_path = Path(out) / "config.yaml" if out else None
+    if settings.get("resume") and recorded_path is not None and not recorded_path.is_file() and not given:
+        raise EffnetError(f"nothing to resume in {out} (no config.yaml); start without --resume")
     if settings.get("resume") and recorded_path is not None and recorded_path.is_file():
         recorded = load_yaml(recorded_path)
         before = (recorded.get("extra") or {}).get("distill")
