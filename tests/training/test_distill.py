@@ -17,7 +17,7 @@ from effnet.compress import apply_pass
 from effnet.data.datasets import load_data
 from effnet.data.images import eval_transform
 from effnet.training import Batch, Callback, DistillationTask, fit
-from effnet.training.distill import TEACHER_CACHE, kd_loss
+from effnet.training.distill import TEACHER_CACHE, _input_map, kd_loss
 from effnet.training.state import load_state
 from effnet.weights.io import read_metadata
 from effnet.weights.specs import Preprocessing
@@ -110,6 +110,18 @@ def test_mixed_batches_use_the_soft_targets_and_the_teacher_sees_the_mixed_image
     loss, _ = task.loss(None, Fixed(S), Batch(images, LABELS, soft_targets=soft))
     expected = 0.5 * F.cross_entropy(S, soft) + 0.5 * kd_loss(S, T, 2.0)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6) and seen[0] is images
+
+
+def test_the_teacher_sees_the_batch_normalised_as_it_was_trained():
+    student_pre = Preprocessing(32, 32, "bilinear", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    teacher_pre = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}  # TF-style, as Lite0's
+    scale, shift = _input_map(student_pre, {"preprocessing": teacher_pre}, torch.device("cpu"))
+    pixels = torch.rand(2, 3, 4, 4)
+    as_student = (pixels - torch.tensor(student_pre.mean).view(1, 3, 1, 1)) / torch.tensor(student_pre.std).view(
+        1, 3, 1, 1
+    )
+    torch.testing.assert_close(as_student * scale + shift, (pixels - 0.5) / 0.5)
+    assert _input_map(student_pre, {"preprocessing": student_pre.to_dict()}, torch.device("cpu")) is None
 
 
 def test_distilling_trains_the_student_and_leaves_the_teacher_untouched(trained, tmp_path):
