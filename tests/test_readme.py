@@ -65,6 +65,14 @@ PRUNE_SPARSE = (
 )
 QUANTIZE = "effnet quantize --weights runs/b0/best.safetensors --data photos/ --out runs/b0-int8"
 PRUNE_FAST = ["--img-size", "32", "--batch-size", "4", "--workers", "0", "--no-progress", "--repeats", "1"]
+DISTILL = (
+    "effnet distill --teacher runs/b0/best.safetensors --student efficientnet_lite0 --student-weights imagenet "
+    "--data photos/ --out runs/lite0-kd --temperature 4 --alpha 0.7"
+)
+DISTILL_PRUNED = (
+    "effnet distill --teacher runs/b0/best.safetensors --student runs/b0-pruned/model.safetensors --data photos/ "
+    "--out runs/b0-pruned-kd --feature stages.5:stages.5"
+)
 RUN_BENCH = "effnet bench model.onnx runs/x/best.safetensors --batch-sizes 1,8,64 --data val/ --json"
 
 # README command (as `readme_commands` normalises it) -> what runs here.
@@ -138,6 +146,19 @@ SMALL: dict[str, Run | NotRunHere] = {
         "static quantization calibrates on at least 16 training images and photos/ holds 12; "
         "tests/compress/test_quantize.py runs this command on a 36-image folder, then eval, predict and bench "
         "on its output"
+    ),
+    DISTILL: Run(
+        ["distill", "--teacher", "runs/b0/best.safetensors", "--student", "efficientnet_lite0"]
+        + ["--student-weights", "imagenet", "--data", "photos/", "--out", "runs/lite0-kd"]
+        + ["--temperature", "4", "--alpha", "0.7", "--epochs", "1", *FAST],
+        after=(B0_RUN,),
+        checks=["runs/lite0-kd/best.safetensors"],
+    ),
+    DISTILL_PRUNED: Run(
+        ["distill", "--teacher", "runs/b0/best.safetensors", "--student", "runs/b0-pruned/model.safetensors"]
+        + ["--data", "photos/", "--out", "runs/b0-pruned-kd", "--feature", "stages.5:stages.5", "--epochs", "1", *FAST],
+        after=(PRUNE,),
+        checks=["runs/b0-pruned-kd/best.safetensors"],
     ),
     "torchrun --nproc_per_node 4 -m effnet train ...": NotRunHere(
         "four processes on a 2-core machine; tests/training/test_distributed.py runs `torchrun -m effnet train` "

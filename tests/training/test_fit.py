@@ -241,3 +241,48 @@ def test_the_task_owns_the_loss(image_folder, tmp_path):
 def test_fit_refuses_a_plain_module(image_folder, tmp_path):
     with pytest.raises(effnet.EffnetError, match="fit needs an effnet model"):
         fit(torch.nn.Linear(3, 3), image_folder, recipe(image_folder, tmp_path / "x"))
+
+
+class LearnedScale(Task):
+    """A task with a parameter of its own (a logit scale) that records which images it saw."""
+
+    def __init__(self):
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.inner = ClassificationTask()
+        self.indices = []
+
+    def parameters(self):
+        return [self.scale]
+
+    def loss(self, trainer, model, batch):
+        self.indices += batch.indices.tolist()
+        logits = model(batch.images) * self.scale
+        return self.inner.criterion(logits.float(), batch.targets), logits
+
+    def state_dict(self):
+        return {"scale": self.scale.detach().clone()}
+
+    def load_state_dict(self, state):
+        with torch.no_grad():
+            self.scale.copy_(state["scale"])
+
+
+class Stop(Callback):
+    def on_epoch_start(self, trainer, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+
+def test_a_tasks_parameters_are_trained_and_resumed_and_it_sees_dataset_indices(image_folder, tmp_path):
+    straight = LearnedScale()
+    fit(fresh_b0(), image_folder, recipe(image_folder, tmp_path / "a", epochs=2), task=straight)
+    assert straight.scale.item() != 1.0  # it reached the optimizer
+    # Each epoch's 16 images (18 less the dropped last batch) are distinct positions of the training set.
+    first_epoch = straight.indices[:16]
+    assert len(set(first_epoch)) == 16 and set(first_epoch) <= set(range(18))
+    resumed = LearnedScale()
+    with pytest.raises(KeyboardInterrupt):
+        fit(fresh_b0(), image_folder, recipe(image_folder, tmp_path / "b", epochs=2), task=resumed, callbacks=[Stop()])
+    again = LearnedScale()
+    fit(fresh_b0(), image_folder, recipe(image_folder, tmp_path / "b", epochs=2, resume=True), task=again)
+    assert again.scale.item() == straight.scale.item() and again.indices == straight.indices[16:]

@@ -10,11 +10,11 @@ import sys
 from collections.abc import Sequence
 
 from effnet import __version__
-from effnet.cli import bench, demo, evaluate, export, info, listing, predict, prune, quantize, report, train
+from effnet.cli import bench, demo, distill, evaluate, export, info, listing, predict, prune, quantize, report, train
 from effnet.cli._common import Parser
 from effnet.errors import EffnetError
 
-COMMANDS = (predict, info, listing, train, evaluate, demo, report, bench, export, prune, quantize)
+COMMANDS = (predict, info, listing, train, evaluate, demo, report, bench, export, prune, quantize, distill)
 
 
 def build_parser() -> Parser:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Collection
+from typing import Any
 
 from effnet.cli._common import image_size, positive_int
 
@@ -73,19 +75,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="YAML file with any of these settings; flags override it")
     p.add_argument("--resume", action="store_true", default=None, help="continue the run in --out")
     p.add_argument("--json", action="store_true", help="print the results as JSON when done")
-    for flag, kwargs in _FLAGS:
-        p.add_argument(flag, default=None, **kwargs)
-    for flag, text in _SWITCHES:
-        p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+    add_recipe_flags(p)
     p.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def add_recipe_flags(p: argparse.ArgumentParser, only: Collection[str] | None = None) -> None:
+    """The recipe's flags (all, or those ``only`` names, e.g. ``{"--epochs"}``), each defaulting to None."""
+    for flag, kwargs in _FLAGS:
+        if only is None or flag in only:
+            p.add_argument(flag, default=None, **kwargs)
+    for flag, text in _SWITCHES:
+        if only is None or flag in only:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+
+
+def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The recipe fields given on the command line."""
     from effnet.training.config import TrainConfig
-    from effnet.training.engine import train
 
     fields = set(TrainConfig.__dataclass_fields__)
-    overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    return {k: v for k, v in vars(args).items() if k in fields and v is not None}
+
+
+def run(args: argparse.Namespace) -> int:
+    from effnet.training.engine import train
+
+    overrides = recipe_overrides(args)
     # With --resume, the run directory's config.yaml supplies every setting not given here.
     result = train(args.config or {}, **overrides)
     if args.json:

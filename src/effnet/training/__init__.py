@@ -1,4 +1,5 @@
-"""Training: the engine (:func:`fit`, :func:`train`), its tasks and callbacks, recipes and evaluation.
+"""Training: the engine (:func:`fit`, :func:`train`), its tasks (classification, distillation) and callbacks,
+recipes and evaluation.
 
 Names are imported on first use, so ``effnet.training.config`` (the recipe) stays light to import.
 """
@@ -12,6 +13,7 @@ _WHERE = {
     "Batch": "effnet.training.tasks",
     "Callback": "effnet.training.callbacks",
     "ClassificationTask": "effnet.training.tasks",
+    "DistillationTask": "effnet.training.distill",
     "NonFiniteLoss": "effnet.training.engine",
     "Task": "effnet.training.tasks",
     "TrainConfig": "effnet.training.config",

@@ -116,8 +116,13 @@ def freeze_batchnorm_stats(model: nn.Module) -> None:
             m.eval()
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig, fine_tuning: bool, world_size: int) -> torch.optim.Optimizer:
-    """Optimizer with four groups: backbone/head x decay/no-decay (no decay on norms and biases)."""
+def build_optimizer(
+    model: nn.Module, cfg: TrainConfig, fine_tuning: bool, world_size: int, extra: Sequence[nn.Parameter] = ()
+) -> torch.optim.Optimizer:
+    """Optimizer with four groups: backbone/head x decay/no-decay (no decay on norms and biases).
+
+    ``extra`` parameters (a task's own, e.g. distillation adapters) train at the head's rate.
+    """
     global_batch = cfg.batch_size * cfg.accum_steps * world_size
     defaults = {
         "adamw": (1e-3, 0.05),
@@ -130,7 +135,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, fine_tuning: bool, world
     backbone, head = split_parameters(model)
     backbone_lr = lr * (cfg.backbone_lr_scale if fine_tuning else 1.0)
     groups = []
-    for params, group_lr in ((backbone, backbone_lr), (head, lr)):
+    for params, group_lr in ((backbone, backbone_lr), (head, lr), (list(extra), lr)):
         decay = [p for p in params if p.ndim > 1]
         no_decay = [p for p in params if p.ndim <= 1]
         groups += [{"params": decay, "lr": group_lr, "weight_decay": wd}]
@@ -142,6 +147,21 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, fine_tuning: bool, world
         # The EfficientNet paper's RMSProp: decay 0.9, momentum 0.9, TF-style epsilon.
         return torch.optim.RMSprop(groups, lr=lr, alpha=0.9, eps=1e-3, momentum=cfg.momentum)
     return torch.optim.AdamW(groups, lr=lr)
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """``(image, label, index)``: the index reaches the task as :attr:`Batch.indices` (e.g. to look up cached
+    teacher logits)."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Any, Any, int]:
+        image, label = self.dataset[index]
+        return image, label, index
 
 
 def _loader(dataset: Any, batch_size: int, sampler: Any, workers: int, drop_last: bool, seed: int) -> DataLoader:
@@ -437,7 +457,9 @@ class Trainer:
             self.data.train, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed
         )
         drop_last = len(self.data.train) // info.world_size > cfg.batch_size
-        self.train_loader = _loader(self.data.train, cfg.batch_size, self.sampler, cfg.workers, drop_last, cfg.seed)
+        self.train_loader = _loader(
+            _Indexed(self.data.train), cfg.batch_size, self.sampler, cfg.workers, drop_last, cfg.seed
+        )
         self.val_loader = (
             _loader(self.data.val, cfg.batch_size, None, cfg.workers, False, cfg.seed) if self.data.val else None
         )
@@ -460,7 +482,8 @@ class Trainer:
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         self.model = model
-        self.optimizer = build_optimizer(model, cfg, self.fine_tuning, self.info.world_size)
+        self.task.setup(self)  # before the optimizer: the task may create parameters for this model
+        self.optimizer = build_optimizer(model, cfg, self.fine_tuning, self.info.world_size, self.task.parameters())
         base_lr = max(g["lr"] for g in self.optimizer.param_groups)
         self.scheduler = warmup_cosine(
             self.optimizer,
@@ -475,7 +498,6 @@ class Trainer:
             else None
         )
         self.step_fn_model: nn.Module = model
-        self.task.setup(self)
 
     def replace_model(self, model: nn.Module) -> None:
         """Train ``model`` from now on, e.g. a pruned copy of :attr:`model`.
@@ -676,12 +698,12 @@ class Trainer:
         bar = self._progress(epoch)
         micro = 0
         try:
-            for images, targets in self.train_loader:
+            for images, targets, indices in self.train_loader:
                 images = images.to(self.device, non_blocking=True)
                 targets = targets.to(self.device, non_blocking=True)
                 if self.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
-                batch = Batch(images, targets)
+                batch = Batch(images, targets, indices=indices)
                 if self.mixer is not None:
                     batch.images, batch.soft_targets = self.mixer(images, targets)
                 micro += 1
@@ -755,7 +777,7 @@ class Trainer:
             self.scaler.unscale_(self.optimizer)  # callbacks and clipping see true gradients
         self._emit("on_after_backward")
         if cfg.grad_clip:
-            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            nn.utils.clip_grad_norm_([*self.model.parameters(), *self.task.parameters()], cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)

@@ -26,13 +26,24 @@ class Batch:
     images: torch.Tensor  # after mixup/cutmix when those are on
     targets: torch.Tensor  # the integer labels (before mixing)
     soft_targets: torch.Tensor | None = None  # class probabilities when the batch was mixed
+    indices: torch.Tensor | None = None  # each image's position in ``trainer.data.train`` (on the CPU)
 
 
 class Task:
     """Computes the loss of one batch; subclasses override :meth:`loss`."""
 
     def setup(self, trainer: Trainer) -> None:
-        """Called once the trainer is built (and again after :meth:`Trainer.replace_model`)."""
+        """Called when a model is installed (``trainer.model``, on ``trainer.device``): once the data is
+        loaded, and again after :meth:`Trainer.replace_model`. The model's optimizer is built after
+        this call, so parameters the task creates here for the model can reach it (:meth:`parameters`)."""
+
+    def parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters the task owns besides the model's (e.g. distillation adapters).
+
+        The engine trains them with the model, at the head's learning rate; keep their values in
+        :meth:`state_dict` so that ``resume`` restores them.
+        """
+        return []
 
     def loss(self, trainer: Trainer, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loss, logits)`` of ``model`` on ``batch``; runs under the recipe's autocast."""
