@@ -20,7 +20,10 @@ COMMANDS = (predict, info, listing, train, evaluate, demo, report, bench, export
 def build_parser() -> Parser:
     parser = Parser(
         prog="effnet",
-        description="EfficientNet classifiers: build, classify, fine-tune, evaluate, compress, measure and export.",
+        description=(
+            "EfficientNet image classifiers: build, classify, fine-tune, evaluate, prune, quantize, distill, "
+            "measure and export."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"effnet {__version__}", help="print the version")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
