@@ -5,7 +5,9 @@
    model pruned by Torch-Pruning (MetaPruner, L2 group magnitude, round_to 8, classifier
    ignored; pruning ratio searched to the same FLOPs) and fine-tuned for the same epochs
    through ``effnet.fit``.
-   The same with ``--sensitivity`` (per-stage ratios chosen from the measured sensitivity).
+   The same with ``--sensitivity`` (per-stage ratios chosen from the measured sensitivity), and
+   both (local scope, and ``--sensitivity``) in one cut followed by all the fine-tuning epochs,
+   the schedule Torch-Pruning gets.
 3. Unstructured: ``effnet prune --method unstructured`` at ``--sparsity`` with fine-tuning.
 4. Prints one markdown table: test top-1 on the official test split, parameters, FLOPs, size on
    disk, and batch-1 latency in eager PyTorch and ONNX Runtime, all models timed in one
@@ -148,8 +150,14 @@ def main() -> None:
         "--finetune-epochs",
         str(args.finetune_epochs),
     ]
+    # One cut, then all the fine-tuning epochs (Torch-Pruning's schedule below).
+    one_cut = ["--target", str(args.target), "--target-kind", "flops", "--steps", "1"]
+    one_cut += ["--finetune-epochs", str(args.steps * args.finetune_epochs)]
+    local_once, guided_once = out / "effnet-local-1step", out / "effnet-sens-1step"
     for folder, extra in (
         (guided, [*structured_flags, "--sensitivity", "--sensitivity-images", "2000"]),
+        (local_once, [*one_cut, "--scope", "local"]),
+        (guided_once, [*one_cut, "--sensitivity", "--sensitivity-images", "2000"]),
         (
             structured,
             [
@@ -215,6 +223,14 @@ def main() -> None:
         "effnet structured, --sensitivity": (
             effnet.create_model(weights=guided / "model.safetensors").eval(),
             guided / "model.safetensors",
+        ),
+        "effnet structured, local, one cut": (
+            effnet.create_model(weights=local_once / "model.safetensors").eval(),
+            local_once / "model.safetensors",
+        ),
+        "effnet structured, --sensitivity, one cut": (
+            effnet.create_model(weights=guided_once / "model.safetensors").eval(),
+            guided_once / "model.safetensors",
         ),
         "Torch-Pruning": (tp_model, None),
         "effnet unstructured": (

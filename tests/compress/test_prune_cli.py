@@ -130,6 +130,17 @@ def test_the_report_reads_the_pruning_report(trained, tmp_path):
     assert "pruned" in html.read_text()
 
 
+def test_taylor_importance_ranks_on_training_batches(trained, tmp_path, capsys):
+    data, weights = trained
+    out = tmp_path / "out"
+    argv = ["prune", "--weights", str(weights), "--data", str(data), "--out", str(out), "--importance", "taylor"]
+    assert main([*argv, *FAST]) == 0, capsys.readouterr().err
+    config = PassReport.from_dict(json.loads((out / "steps" / "1" / "pass.json").read_text())).config
+    assert config["importance"] == "taylor"
+    original, pruned = CompressionReport.from_dict(json.loads((out / "report.json").read_text())).passes
+    assert pruned.flops <= 0.52 * original.flops
+
+
 def test_sensitivity_decides_where_channels_go(trained, tmp_path, capsys):
     data, weights = trained
     out = tmp_path / "out"

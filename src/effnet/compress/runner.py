@@ -164,7 +164,7 @@ def run_prune(job: PruneJob) -> CompressionReport:
             pruned = load_model(None, pruned_path)
         else:
             config = _step_config(job, step, latency_flops, sensitivity, original, model, size)
-            pruned, report = apply_pass(model, config, PassContext(img_size=size))
+            pruned, report = apply_pass(model, config, PassContext(img_size=size, data=_ranking_data(job, splits)))
             _log(job, f"step {step}/{job.steps}: {_describe(report)}")
             save_model(pruned, pruned_path, sparse=job.method == "unstructured")
             _write_json(folder / "pass.json", report.to_dict())
@@ -285,6 +285,18 @@ def _step_config(
     )
 
 
+def _ranking_data(job: PruneJob, splits: Any) -> Any:
+    """Labelled training batches for the taylor importance (None for the data-free rankings)."""
+    if job.method != "structured" or job.importance != "taylor":
+        return None
+    import torch
+    from torch.utils.data import DataLoader
+
+    source = splits.train if splits.train is not None and len(splits.train) else splits.val
+    generator = torch.Generator().manual_seed(job.seed)
+    return DataLoader(source, batch_size=job.batch_size, shuffle=True, generator=generator, num_workers=0)
+
+
 def _sensitivity(
     original: nn.Module, job: PruneJob, splits: Any, loader: Any, path: Path, size: int
 ) -> CompressionReport:
@@ -333,18 +345,20 @@ def _sensitivity_step(
     from effnet.compress.sensitivity import ratios_for_target
 
     goal = _cumulative(job, step)
-    common = {"importance": job.importance, "round_to": job.round_to}
+    # Widths depend only on the ratios, not on which channels go: plan them with a data-free ranking.
+    planning = {"importance": "l2", "round_to": job.round_to}
     ratios, threshold = ratios_for_target(
         sensitivity,
         original,
         goal,
         job.target_kind,  # type: ignore[arg-type]
         size,
-        **common,
+        **planning,
     )
     _log(job, f"step {step}/{job.steps}: units pruned while each loses at most {threshold:.2f} points alone")
-    plan = PruneChannelsConfig(target=goal, target_kind=job.target_kind, scope="local", ratios=ratios, **common)  # type: ignore[arg-type]
+    plan = PruneChannelsConfig(target=goal, target_kind=job.target_kind, scope="local", ratios=ratios, **planning)  # type: ignore[arg-type]
     _, details = plan_channels(original, plan, PassContext(img_size=size))  # type: ignore[arg-type]
+    common = {"importance": job.importance, "round_to": job.round_to}
     structure = current.structure()  # type: ignore[operator]
     relative: dict[str, float] = {}
     for name, (_, width) in details["groups"].items():
