@@ -107,10 +107,10 @@ def run(model, pre, inputs, calibration, work, args) -> None:  # noqa: ANN001
             )  # fmt: skip
         files[f"ONNX Runtime QDQ, {label} activations, min/max"] = path
     variants = {
-        "effnet int8, percentile + bias correction (default)": QuantizeConfig(),
-        "effnet int8, min/max + bias correction": QuantizeConfig(observer="minmax"),
+        "effnet int8, percentile + bias correction": QuantizeConfig(observer="percentile"),
+        "effnet int8, min/max + bias correction (default)": QuantizeConfig(),
         "effnet int8, entropy + bias correction": QuantizeConfig(observer="entropy"),
-        "effnet int8, percentile, no bias correction": QuantizeConfig(bias_correction=False),
+        "effnet int8, min/max, no bias correction": QuantizeConfig(bias_correction=False),
         "effnet fp16 storage": QuantizeConfig(dtype="fp16"),
     }
     for i, (label, config) in enumerate(variants.items()):

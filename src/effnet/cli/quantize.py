@@ -36,8 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--observer",
         choices=["minmax", "percentile", "entropy"],
-        default="percentile",
-        help="activation range: min/max, a percentile of |x| (default) or entropy",
+        default="minmax",
+        help="activation range: min/max (default), a percentile of |x| or entropy",
     )
     p.add_argument("--percentile", type=float, default=99.999, help="for --observer percentile (99.999)")
     p.add_argument(
