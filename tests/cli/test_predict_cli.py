@@ -158,8 +158,9 @@ def test_predict_runs_an_exported_onnx_file_like_its_checkpoint(tmp_path, capsys
         for a, b in zip(ours["predictions"], theirs["predictions"], strict=True):
             assert a["prob"] == pytest.approx(b["prob"], abs=1e-4)
 
-    # Commands that need the PyTorch weights say so in one line and name the checkpoint.
-    code, _, err = run_cli(capsys, "eval", "--weights", str(onnx_file), "--data", str(tmp_path))
+    # Commands that need the PyTorch weights say so in one line and name the checkpoint (eval runs
+    # ONNX files itself: tests/compress/test_quantize.py).
+    code, _, err = run_cli(capsys, "export", "--weights", str(onnx_file), "--out", str(tmp_path / "again.onnx"))
     assert code == 1 and err.count("\n") == 1
     assert f"{onnx_file} is an ONNX file, not a PyTorch checkpoint" in err
     assert f"it was exported from {checkpoint}" in err
