@@ -142,6 +142,11 @@ SMALL: dict[str, Run | NotRunHere] = {
         after=(B0_RUN,),
         checks=["runs/b0-sparse/model.safetensors", "runs/b0-sparse/report.json"],
     ),
+    "effnet compress --recipe examples/compress-lite0.yaml --out runs/lite0-compressed": NotRunHere(
+        "the example prunes, distils and quantizes a Fashion-MNIST Lite0 at 64 px (minutes); "
+        "tests/compress/test_recipe.py runs a recipe with the same steps on a small folder and checks the example "
+        "recipe loads"
+    ),
     QUANTIZE: NotRunHere(
         "static quantization calibrates on at least 16 training images and photos/ holds 12; "
         "tests/compress/test_quantize.py runs this command on a 36-image folder, then eval, predict and bench "

@@ -10,11 +10,25 @@ import sys
 from collections.abc import Sequence
 
 from effnet import __version__
-from effnet.cli import bench, demo, distill, evaluate, export, info, listing, predict, prune, quantize, report, train
+from effnet.cli import (
+    bench,
+    compress,
+    demo,
+    distill,
+    evaluate,
+    export,
+    info,
+    listing,
+    predict,
+    prune,
+    quantize,
+    report,
+    train,
+)
 from effnet.cli._common import Parser
 from effnet.errors import EffnetError
 
-COMMANDS = (predict, info, listing, train, evaluate, demo, report, bench, export, prune, quantize, distill)
+COMMANDS = (predict, info, listing, train, evaluate, demo, report, bench, export, prune, quantize, distill, compress)
 
 
 def build_parser() -> Parser:
