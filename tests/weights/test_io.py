@@ -178,6 +178,17 @@ def test_damaged_real_checkpoints_never_crash_read_checkpoint(tmp_path, kind, cu
     _assert_reads_or_refuses(path)
 
 
+def test_a_zip_claiming_a_newer_zip_version_is_refused_in_one_line(tmp_path):
+    """zipfile raises NotImplementedError for such archives (found by the fuzz test above)."""
+    data = bytearray(VALID["zip"])
+    central = data.find(b"PK\x01\x02")
+    assert central > 0
+    data[central + 6 : central + 8] = (64).to_bytes(2, "little")  # "version needed to extract": 6.4
+    path = tmp_path / "newer.pth"
+    path.write_bytes(bytes(data))
+    _assert_reads_or_refuses(path)
+
+
 _TINY = tiny_effnet(num_classes=2)
 _TINY_TENSORS = {k: v.contiguous() for k, v in _TINY.state_dict().items()}
 _TINY_META = {

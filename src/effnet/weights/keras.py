@@ -121,7 +121,7 @@ def is_keras_file(path: Path) -> bool:
         try:
             with zipfile.ZipFile(path) as zf:
                 names = set(zf.namelist())
-        except (zipfile.BadZipFile, OSError):
+        except (zipfile.BadZipFile, OSError, NotImplementedError, ValueError):  # damaged: not Keras's
             return False
         return "config.json" in names and "model.weights.h5" in names
     return False
