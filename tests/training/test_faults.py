@@ -153,7 +153,9 @@ def processes(data_folder, tmp_path_factory) -> Processes:
 
     def start(name: str) -> Outcome:
         (root / name).mkdir()
-        recipe = tiny_recipe(data_folder, root / name / "run", epochs=EPOCHS)
+        # 64 px rather than the usual 32: epochs long enough (a few tenths of a second) for the signals
+        # below to land inside the run even when this process is slow to notice the trigger files.
+        recipe = tiny_recipe(data_folder, root / name / "run", epochs=EPOCHS, img_size=64)
         return Outcome(recipe, start_training(recipe, root / name / "stderr.txt"), root / name / "stderr.txt")
 
     reference = start("reference")
