@@ -16,7 +16,6 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 from contextlib import redirect_stderr
 from dataclasses import dataclass
@@ -67,7 +66,14 @@ def start_training(recipe: dict, stderr_path: Path) -> subprocess.Popen:
             stderr=err,
             cwd=Path(__file__).parents[2],
             env=env,
+            # A shell without job control starts background commands with SIGINT ignored, and
+            # children inherit that (`.ci/run &` would); Ctrl-C must reach this child as it would a user's.
+            preexec_fn=_default_sigint,
         )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def resume_in_process(recipe: dict, capsys) -> str:
@@ -153,9 +159,7 @@ def processes(data_folder, tmp_path_factory) -> Processes:
 
     def start(name: str) -> Outcome:
         (root / name).mkdir()
-        # 64 px rather than the usual 32: epochs long enough (a few tenths of a second) for the signals
-        # below to land inside the run even when this process is slow to notice the trigger files.
-        recipe = tiny_recipe(data_folder, root / name / "run", epochs=EPOCHS, img_size=64)
+        recipe = tiny_recipe(data_folder, root / name / "run", epochs=EPOCHS)
         return Outcome(recipe, start_training(recipe, root / name / "stderr.txt"), root / name / "stderr.txt")
 
     reference = start("reference")
@@ -166,25 +170,20 @@ def processes(data_folder, tmp_path_factory) -> Processes:
     for outcome, trigger in zip(killed, moments, strict=True):
         outcome.trigger, outcome.delay_s = trigger, rng.uniform(0.0, 0.5)
     interrupted = start("interrupted")
-    # Into the second epoch: at once, since a tiny epoch can take less than the polling loop's turn.
-    interrupted.trigger, interrupted.delay_s = STATE_FILE, 0.0
+    interrupted.trigger, interrupted.delay_s = STATE_FILE, 0.2  # into the second epoch
 
-    second: dict = {}
-    captured = io.StringIO()
-
-    def second_run() -> None:  # in a thread, so the signals below are not held up while it runs
-        with redirect_stderr(captured):
-            second["code"] = main(train_argv(reference.recipe))
-
-    attempt = threading.Thread(target=second_run)
+    second_code, second_err = None, ""
     lock = reference.run / ".lock"
     countdowns: dict[int, float] = {}
     deadline = time.monotonic() + SUBPROCESS_TIMEOUT
     try:
         while any(o.proc.poll() is None for o in (reference, *killed, interrupted)):
             assert time.monotonic() < deadline, "the training processes hang"
-            if attempt.ident is None and _read_or_empty(lock).startswith("pid"):
-                attempt.start()
+            if second_code is None and _read_or_empty(lock).startswith("pid"):
+                captured = io.StringIO()
+                with redirect_stderr(captured):
+                    second_code = main(train_argv(reference.recipe))
+                second_err = captured.getvalue()
             for outcome in (*killed, interrupted):
                 if outcome.signal_sent or outcome.proc.poll() is not None:
                     continue
@@ -200,10 +199,8 @@ def processes(data_folder, tmp_path_factory) -> Processes:
             if outcome.proc.poll() is None:  # only when something above failed
                 outcome.proc.kill()
             outcome.proc.wait()
-    if attempt.ident is not None:
-        attempt.join(SUBPROCESS_TIMEOUT)
-    assert "code" in second, "the reference run ended before a second run could be tried"
-    return Processes(reference, second["code"], captured.getvalue(), killed, interrupted)
+    assert second_code is not None, "the reference run ended before a second run could be tried"
+    return Processes(reference, second_code, second_err, killed, interrupted)
 
 
 def test_a_second_run_on_the_same_directory_is_refused_and_the_first_finishes(processes):
