@@ -2,8 +2,9 @@
 
 The recipe names the checkpoint, its data and the steps (see ``examples/compress-lite0.yaml``);
 each step runs on the previous step's model in DIR/steps/<n>-<step>/ and keeps its own report.
-DIR/report.json has one row per stage (top-1 on the data's test or validation images, size on
-disk, parameters, FLOPs, batch-1 ONNX Runtime latency of every stage timed interleaved) plus the
+DIR/report.json has one row per stage (top-1 as ``effnet eval`` measures it: a built-in dataset's
+test split, a folder's val/, or every image of a flat folder; size on disk, parameters, FLOPs,
+batch-1 ONNX Runtime latency of every stage timed interleaved) plus the
 sensitivity and per-layer quantization error the steps measured; ``effnet report DIR/report.json``
 draws it. ``--resume`` continues an interrupted recipe at the step it reached.
 """
