@@ -87,6 +87,17 @@ def test_prune_distill_quantize_in_one_report_then_resume(trained, tmp_path, cap
     assert "other settings" in capsys.readouterr().err
 
 
+def test_finetune_then_export(trained, tmp_path, capsys):
+    data, weights = trained
+    recipe = _recipe(tmp_path, weights, data, "  - finetune: {epochs: 1, lr: 0.001}\n  - export: {}\n")
+    out = tmp_path / "out"
+    assert main(["compress", "--recipe", str(recipe), "--out", str(out), "--json"]) == 0, capsys.readouterr().err
+    report = CompressionReport.from_dict(json.loads(capsys.readouterr().out))
+    assert [row.name for row in report.passes] == ["original", "1-finetune", "2-export"]
+    assert report.passes[1].params == report.passes[0].params and report.passes[2].latency_ms_onnxruntime
+    assert (out / "steps" / "2-export" / "model.onnx").exists()
+
+
 @pytest.mark.parametrize(
     ("steps", "message"),
     [
