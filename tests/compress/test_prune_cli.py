@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from tests.training.conftest import make_image_folder
 
 import effnet
@@ -14,30 +13,6 @@ from effnet.cli import main
 from effnet.schemas import BenchReport, CompressionReport, PassReport
 
 FAST = ["--workers", "0", "--batch-size", "8", "--repeats", "3", "--no-progress", "--threads", "1"]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A B0 fine-tuned for one epoch on a tiny 3-class folder, at 32 px."""
-    root = tmp_path_factory.mktemp("prune")
-    data = make_image_folder(root / "data", classes=3, per_class=12, size=32)
-    torch.manual_seed(0)
-    effnet.train(
-        {
-            "model": "efficientnet_b0",
-            "data": str(data),
-            "out": str(root / "run"),
-            "epochs": 1,
-            "img_size": 32,
-            "batch_size": 8,
-            "workers": 0,
-            "progress": False,
-            "tensorboard": False,
-            "augment": "none",
-            "val_split": 0.25,
-        }  # fmt: skip
-    )
-    return data, root / "run" / "best.safetensors"
 
 
 def test_structured_pruning_in_steps_with_fine_tuning_then_resume(trained, tmp_path, capsys):

@@ -21,6 +21,7 @@ from effnet.export.onnx_module import OnnxModule
 from effnet.schemas import BenchReport, CompressionReport
 
 SIZE = 32
+TRAINED_MODEL = "efficientnet_lite0"  # for the trained fixture (conftest)
 FAST = ["--workers", "0", "--repeats", "3", "--threads", "1", "--calib-images", "16"]
 
 
@@ -177,30 +178,6 @@ def test_too_few_images_and_unknown_layers_are_refused(lite0, tmp_path):
 
 
 # -- effnet quantize ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A Lite0 fine-tuned for one epoch on a tiny 3-class folder, at 32 px."""
-    root = tmp_path_factory.mktemp("quantize-cli")
-    data = make_image_folder(root / "data", classes=3, per_class=12, size=32)
-    torch.manual_seed(0)
-    effnet.train(
-        {
-            "model": "efficientnet_lite0",
-            "data": str(data),
-            "out": str(root / "run"),
-            "epochs": 1,
-            "img_size": 32,
-            "batch_size": 8,
-            "workers": 0,
-            "progress": False,
-            "tensorboard": False,
-            "augment": "none",
-            "val_split": 0.25,
-        }  # fmt: skip
-    )
-    return data, root / "run" / "best.safetensors"
 
 
 def test_quantize_writes_a_model_every_command_runs(trained, tmp_path, capsys):

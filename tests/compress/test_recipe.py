@@ -4,8 +4,6 @@ import json
 import textwrap
 
 import pytest
-import torch
-from tests.training.conftest import make_image_folder
 
 import effnet
 from effnet.cli import main
@@ -13,30 +11,6 @@ from effnet.compress.recipe import load_recipe
 from effnet.schemas import CompressionReport
 
 SHARED = "img_size: 32\nbatch_size: 8\nworkers: 0\nthreads: 1\nrepeats: 2\n"
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A B0 fine-tuned for one epoch on a tiny 3-class folder, at 32 px."""
-    root = tmp_path_factory.mktemp("recipe")
-    data = make_image_folder(root / "data", classes=3, per_class=12, size=32)
-    torch.manual_seed(0)
-    effnet.train(
-        {
-            "model": "efficientnet_b0",
-            "data": str(data),
-            "out": str(root / "run"),
-            "epochs": 1,
-            "img_size": 32,
-            "batch_size": 8,
-            "workers": 0,
-            "progress": False,
-            "tensorboard": False,
-            "augment": "none",
-            "val_split": 0.25,
-        }  # fmt: skip
-    )
-    return data, root / "run" / "best.safetensors"
 
 
 def _recipe(tmp_path, weights, data, steps, shared=SHARED):

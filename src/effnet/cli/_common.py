@@ -73,6 +73,11 @@ def warn(message: str) -> None:
     print(f"effnet: warning: {message}", file=sys.stderr)
 
 
+def ms(value: float | None) -> str:
+    """A latency cell: milliseconds to two decimals, or ``-`` when not measured."""
+    return f"{value:.2f}" if value is not None else "-"
+
+
 def table(rows: list[list[str]], header: list[str]) -> str:
     """A plain left/right aligned text table (numbers right-aligned)."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]

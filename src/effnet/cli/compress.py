@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from effnet.cli._common import print_json, table
+from effnet.cli._common import ms, print_json, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
             f"{row.params:,}" if row.params else "-",
             f"{row.size_mb:.2f}",
             f"{row.top1:.2f}%" if row.top1 is not None else "-",
-            f"{row.latency_ms_onnxruntime:.2f}" if row.latency_ms_onnxruntime else "-",
+            ms(row.latency_ms_onnxruntime),
             f"{row.latency_ms_onnxruntime / base:.2f}x" if base and row.latency_ms_onnxruntime else "-",
         ]
         for row in report.passes

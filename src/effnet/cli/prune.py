@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from effnet.cli._common import image_size, positive_int, print_json, table
+from effnet.cli._common import image_size, ms, positive_int, print_json, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -103,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
             f"{row.size_mb:.2f}",
             f"{100 * (row.sparsity or 0):.1f}%",
             f"{row.top1:.2f}%",
-            _ms(row.latency_ms_eager),
-            _ms(row.latency_ms_onnxruntime),
+            ms(row.latency_ms_eager),
+            ms(row.latency_ms_onnxruntime),
         ]
         for row in report.passes
     ]
@@ -113,7 +113,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"sensitivity table and plot: {args.out}/sensitivity.json, effnet report {args.out}/report.json")
     print(f"written to {args.out}/model.safetensors and {args.out}/report.json")
     return 0
-
-
-def _ms(value: float | None) -> str:
-    return f"{value:.2f}" if value is not None else "-"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from effnet.cli._common import image_size, positive_int, print_json, table
+from effnet.cli._common import image_size, ms, positive_int, print_json, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
             row.name,
             f"{row.size_mb:.2f}",
             f"{row.top1:.2f}%",
-            _ms(row.latency_ms_onnxruntime),
+            ms(row.latency_ms_onnxruntime),
             f"{row.latency_ms_onnxruntime / base:.2f}x" if base and row.latency_ms_onnxruntime else "-",
         ]
         for row in report.passes
@@ -112,7 +112,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"worst layer: {worst.layer} (SQNR {worst.sqnr_db:.1f} dB); all layers in report.json")
     print(f"written to {args.out}/model.onnx and {args.out}/report.json")
     return 0
-
-
-def _ms(value: float | None) -> str:
-    return f"{value:.2f}" if value is not None else "-"

@@ -6,8 +6,7 @@ architecture table) does not import PyTorch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from effnet._lazy import lazy_exports
 
 _WHERE = {
     "DataSplits": "effnet.data.datasets",
@@ -23,11 +22,4 @@ _WHERE = {
 __all__ = sorted(_WHERE)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_WHERE))
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

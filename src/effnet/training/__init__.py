@@ -6,8 +6,7 @@ Names are imported on first use, so ``effnet.training.config`` (the recipe) stay
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from effnet._lazy import lazy_exports
 
 _WHERE = {
     "Batch": "effnet.training.tasks",
@@ -26,7 +25,4 @@ _WHERE = {
 __all__ = sorted(_WHERE)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'effnet.training' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
