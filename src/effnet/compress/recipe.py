@@ -36,7 +36,7 @@ from typing import Any
 from effnet.errors import EffnetError
 from effnet.schemas import CompressionPass, CompressionReport
 
-__all__ = ["Recipe", "RecipeStep", "load_recipe", "run_recipe"]
+__all__ = ["Recipe", "RecipeStep", "load_recipe", "measure_stages", "run_recipe"]
 
 STEPS = ("prune", "distill", "finetune", "quantize", "export")
 SHARED = ("data_dir", "subset", "batch_size", "img_size", "workers", "device", "seed", "threads", "repeats")
@@ -274,56 +274,80 @@ def _train_step(recipe: Recipe, step: RecipeStep, current: Path, folder: Path) -
 
 
 def _measure(recipe: Recipe, stages: list[tuple[str, Path, CompressionReport | None]], out: Path) -> CompressionReport:
-    """Every stage's accuracy and size; the original and the final model timed interleaved in ONNX Runtime."""
+    return measure_stages(recipe.weights, recipe.data, stages, out, shared=recipe.shared)
+
+
+def measure_stages(
+    original: str | Path,
+    data: str,
+    stages: list[tuple[str, Path, CompressionReport | None]],
+    out: Path,
+    *,
+    shared: dict[str, Any],
+    device: str = "cpu",
+) -> CompressionReport:
+    """Every stage's top-1 (as ``effnet eval`` measures it), size, parameters and FLOPs, and every
+    stage timed at batch 1 in one interleaved run: in ONNX Runtime on the CPU, or in eager PyTorch
+    on ``cuda`` (where ONNX stages are left untimed). The sensitivity and quantization error the
+    stages' reports hold are carried over."""
     from effnet.bench import benchmark
     from effnet.export import export_model
     from effnet.factory import load_model
     from effnet.models.summary import count_flops
     from effnet.training.eval_checkpoint import evaluate_checkpoint
 
-    original = load_model(None, recipe.weights)
-    size = recipe.shared.get("img_size") or original.pretrained_meta["preprocessing"]["input_size"]
+    model = load_model(None, original)
+    size = shared.get("img_size") or model.pretrained_meta["preprocessing"]["input_size"]
     work = out / "_measure"
-    work.mkdir(exist_ok=True)
-    onnx_files = {}
+    work.mkdir(parents=True, exist_ok=True)
+    timed: dict[str, Path] = {}
     rows = []
     quant_error, sensitivity = [], []
     for label, path, report in stages:
         top1 = evaluate_checkpoint(
-            path, recipe.data, data_dir=recipe.shared.get("data_dir"), workers=0, img_size=recipe.shared.get("img_size")
+            path, data, data_dir=shared.get("data_dir"), workers=0, img_size=shared.get("img_size")
         ).top1
+        params, flops = None, None
         if path.suffix == ".onnx":
-            onnx_files[label] = path
-            params, flops = None, None
+            if device == "cpu":
+                timed[label] = path
         else:
-            model = load_model(None, path)
-            onnx_files[label] = work / f"{label}.onnx"
-            export_model(model, "onnx", onnx_files[label], img_size=size)
-            params, flops = sum(p.numel() for p in model.parameters()), count_flops(model, size)
+            stage = load_model(None, path)
+            params, flops = sum(p.numel() for p in stage.parameters()), count_flops(stage, size)
+            if device == "cpu":
+                timed[label] = work / f"{label}.onnx"
+                export_model(stage, "onnx", timed[label], img_size=size)
+            else:
+                timed[label] = path
         rows.append(
             CompressionPass(name=label, params=params or 0, flops=flops, size_mb=path.stat().st_size / 2**20, top1=top1)
         )
         if report is not None:
             quant_error += report.quant_error
             sensitivity += report.prune_sensitivity
-    _log(f"timing every stage in ONNX Runtime at {size} px, batch 1, interleaved ...")
+    where = "ONNX Runtime" if device == "cpu" else f"PyTorch on {device}"
+    _log(f"timing every stage in {where} at {size} px, batch 1, interleaved ...")
     bench = benchmark(
-        [str(p) for p in onnx_files.values()],
-        runtimes=("onnxruntime",),
+        [str(p) for p in timed.values()],
+        runtimes=("onnxruntime",) if device == "cpu" else ("torch",),
+        device=device,
         img_size=size,
-        threads=recipe.shared.get("threads"),
-        repeats=recipe.shared.get("repeats", 50),
+        threads=shared.get("threads"),
+        repeats=shared.get("repeats", 50),
         measure_memory=False,
     )
     _write_json(out / "bench.json", bench.to_dict())
     latency = {r.model: r.latency_ms_median for r in bench.results}
-    for row, path in zip(rows, onnx_files.values(), strict=True):
-        row.latency_ms = row.latency_ms_onnxruntime = latency.get(str(path))
+    for row in rows:
+        if row.name in timed:
+            row.latency_ms = latency.get(str(timed[row.name]))
+            if device == "cpu":
+                row.latency_ms_onnxruntime = row.latency_ms
+            else:
+                row.latency_ms_eager = row.latency_ms
     shutil.rmtree(work, ignore_errors=True)
-    name = str(getattr(getattr(original, "config", None), "name", None) or type(original).__name__)
-    return CompressionReport(
-        model=name, passes=rows, quant_error=quant_error, prune_sensitivity=sensitivity, data=recipe.data
-    )
+    name = str(getattr(getattr(model, "config", None), "name", None) or type(model).__name__)
+    return CompressionReport(model=name, passes=rows, quant_error=quant_error, prune_sensitivity=sensitivity, data=data)
 
 
 def _read(path: Path) -> CompressionReport:

@@ -72,6 +72,7 @@ class PruneJob:
     sensitivity: bool = False  # measure per-unit sensitivity first and prune where it costs least
     sensitivity_ratios: tuple[float, ...] = (0.25, 0.5, 0.75)
     sensitivity_images: int = 1000  # validation images each sensitivity point is measured on
+    sensitivity_file: str | None = None  # reuse a sensitivity.json measured on the same original
     resume: bool = False
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
@@ -97,6 +98,8 @@ class PruneJob:
             problems.append("--sensitivity guides structured pruning; drop it for unstructured")
         if self.sensitivity and self.target_kind == "latency":
             problems.append("--sensitivity takes a channels, params or flops target, not latency")
+        if self.sensitivity_file and not Path(self.sensitivity_file).is_file():
+            problems.append(f"sensitivity_file {self.sensitivity_file} does not exist")
         if self.sensitivity_images < 1:
             problems.append(f"sensitivity_images must be at least 1, got {self.sensitivity_images}")
         for ratio in self.sensitivity_ratios:
@@ -305,6 +308,8 @@ def _sensitivity(
 
     from effnet.compress.sensitivity import prune_sensitivity
 
+    if not path.exists() and job.sensitivity_file:
+        shutil.copyfile(job.sensitivity_file, path)
     if path.exists():
         return CompressionReport.from_dict(json.loads(path.read_text()))
     batches = math.ceil(job.sensitivity_images / job.batch_size)
