@@ -16,7 +16,7 @@ from torch import nn
 
 from effnet.errors import EffnetError
 from effnet.models.baselines import BASELINES, build_baseline, is_baseline
-from effnet.models.config import MODEL_CONFIGS, EfficientNetConfig, get_config, normalize_name
+from effnet.models.config import MODEL_CONFIGS, EfficientNetConfig, get_config, is_scaled_name, normalize_name
 from effnet.models.efficientnet import EfficientNet
 from effnet.weights.formats import Converted, convert
 from effnet.weights.io import EFFNET_FORMAT, read_checkpoint, read_metadata
@@ -386,7 +386,7 @@ def split_model_argument(model: str | None, weights: str | os.PathLike[str] | No
         if given is not None and given != tag:
             raise EffnetError(f"{text} already names its weights; drop --weights {given} (or the :{tag})")
         return name, tag
-    if os.sep in text or "/" in text or path.suffix:
+    if os.sep in text or "/" in text or (path.suffix and not is_scaled_name(text)):
         raise EffnetError(f"{text}: no such file (and not a model name; run 'effnet list' for the names)")
     return text, given
 

@@ -105,8 +105,8 @@ def test_scaled_config_follows_the_formula():
 def test_scaled_config_rejects_shrinking_coefficients():
     with pytest.raises(effnet.EffnetError, match="at least 1"):
         scaled_config(1.0, alpha=0.9)
-    with pytest.raises(effnet.EffnetError, match="phi"):
-        scaled_config(-1)
+    with pytest.raises(effnet.EffnetError, match="at least 32 px"):
+        scaled_config(-15)
 
 
 def test_custom_config_from_explicit_multipliers():

@@ -23,12 +23,28 @@ from effnet.cli import (
     prune,
     quantize,
     report,
+    scale_search,
     train,
 )
 from effnet.cli._common import Parser
 from effnet.errors import EffnetError
 
-COMMANDS = (predict, info, listing, train, evaluate, demo, report, bench, export, prune, quantize, distill, compress)
+COMMANDS = (
+    predict,
+    info,
+    listing,
+    train,
+    evaluate,
+    demo,
+    report,
+    bench,
+    export,
+    prune,
+    quantize,
+    distill,
+    compress,
+    scale_search,
+)
 
 
 def build_parser() -> Parser:

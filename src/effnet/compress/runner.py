@@ -401,6 +401,7 @@ def _fine_tune(model: nn.Module, job: PruneJob, step: int, run_dir: Path, splits
     from effnet.training.engine import fit
 
     recipe = {
+        **_parent_training(job),
         "data": job.data,
         "data_dir": job.data_dir,
         "val_split": job.val_split,
@@ -431,6 +432,18 @@ def _fine_tune(model: nn.Module, job: PruneJob, step: int, run_dir: Path, splits
     for callback in callbacks:
         callback.finalize(trained)
     return trained.eval()
+
+
+# How the parent was trained that fine-tuning its pruned copy repeats: the same crops and
+# regularisation, not the engine's defaults (e.g. 0.25-1.0 crops for a model trained on 0.6-1.0).
+_INHERITED = ("crop_scale", "crop_pct", "interpolation", "label_smoothing", "mixup", "cutmix")
+
+
+def _parent_training(job: PruneJob) -> dict[str, Any]:
+    from effnet.weights.io import read_metadata
+
+    recorded = read_metadata(job.weights).get("recipe") or {}
+    return {k: recorded[k] for k in _INHERITED if isinstance(recorded, dict) and recorded.get(k) is not None}
 
 
 def _flops_for_latency(original: nn.Module, job: PruneJob, size: int) -> float:

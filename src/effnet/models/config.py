@@ -11,6 +11,11 @@ comes from lives in :mod:`effnet.weights`; training and compression settings liv
 A config either scales the B0 stages (the family) or carries an explicit :class:`Layout`: every
 block's widths written out, which is how a network whose channels were changed block by block
 (a pruned one) is described, saved and rebuilt.
+
+Besides the registered names, :func:`get_config` builds compound-scaled members by name
+(section 3.3 of the paper): ``<base>_phi<φ>`` such as ``efficientnet_b0_phi-1`` or
+``efficientnet_lite0_phi0.5`` uses the paper's α=1.2, β=1.1, γ=1.15, and
+``<base>_phi<φ>_a<α>_b<β>_g<γ>`` names its own coefficients (what ``effnet scale-search`` finds).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -348,20 +354,128 @@ MODEL_CONFIGS: dict[str, EfficientNetConfig] = {
 }
 
 
-def normalize_name(name: str) -> str:
-    """``EfficientNet-B0``, ``efficientnet-b0`` and ``b0`` all mean ``efficientnet_b0``."""
+# The coefficients of the paper's grid search (section 3.3): depth alpha, width beta, resolution
+# gamma, with alpha * beta**2 * gamma**2 ~= 2. Every registered base was scaled with these.
+PAPER_COEFFICIENTS: tuple[float, float, float] = (1.2, 1.1, 1.15)
+
+_NUMBER = r"[+-]?\d+(?:\.\d+)?"
+_SCALED_NAME = re.compile(
+    rf"^(?P<base>.+?)[_-]phi(?P<phi>{_NUMBER})"
+    rf"(?:[_-]a(?P<alpha>{_NUMBER})[_-]b(?P<beta>{_NUMBER})[_-]g(?P<gamma>{_NUMBER}))?$"
+)
+_SCALED_FORMS = (
+    "<base>_phi<φ> (e.g. efficientnet_b0_phi-1, efficientnet_lite0_phi0.5) or "
+    "<base>_phi<φ>_a<α>_b<β>_g<γ> (e.g. efficientnet_b0_phi1_a1.3_b1.05_g1.2), with a base from 'effnet list'"
+)
+
+
+@dataclass(frozen=True)
+class ScaledName:
+    """A compound-scaled member named by its base, its coefficient φ and (α, β, γ)."""
+
+    base: str  # a registered name, e.g. efficientnet_b0
+    phi: float
+    coefficients: tuple[float, float, float] = PAPER_COEFFICIENTS
+
+    @property
+    def name(self) -> str:
+        """The canonical name; :func:`parse_scaled_name` reads it back to the same member."""
+        return scaled_name(self.base, self.phi, *self.coefficients)
+
+
+def _canonical_number(value: float) -> float:
+    return float(f"{value:g}") + 0.0  # as the name prints it; + 0.0 turns -0.0 into 0.0
+
+
+def scaled_name(base: str, phi: float, alpha: float, beta: float, gamma: float) -> str:
+    """The name of a compound-scaled member: the coefficients appear only when they are not the paper's.
+
+    >>> scaled_name("efficientnet_b0", -1.0, 1.2, 1.1, 1.15)
+    'efficientnet_b0_phi-1'
+    >>> scaled_name("efficientnet_b0", 1.0, 1.3, 1.05, 1.2)
+    'efficientnet_b0_phi1_a1.3_b1.05_g1.2'
+    """
+    name = f"{base}_phi{_canonical_number(phi):g}"
+    coefficients = tuple(_canonical_number(c) for c in (alpha, beta, gamma))
+    if coefficients != PAPER_COEFFICIENTS:
+        name += "_a{:g}_b{:g}_g{:g}".format(*coefficients)
+    return name
+
+
+def is_scaled_name(name: str) -> bool:
+    """Whether ``name`` is meant as a compound-scaled member (``_phi`` after the base), well-formed or not.
+
+    Lets a caller tell ``efficientnet_b0_phi0.5`` from a file name with a ``.5`` suffix.
+
+    >>> is_scaled_name("efficientnet_b0_phi0.5"), is_scaled_name("model.safetensors")
+    (True, False)
+    """
+    return re.search(r"[_-]phi", name.strip().lower()) is not None
+
+
+def parse_scaled_name(name: str) -> ScaledName | None:
+    """Read ``<base>_phi<φ>[_a<α>_b<β>_g<γ>]``; None for a name without ``_phi``.
+
+    A malformed φ or coefficient, or a base that is not registered, is one :class:`EffnetError`
+    naming the valid forms.
+
+    >>> parse_scaled_name("EfficientNet-B0-phi-1")
+    ScaledName(base='efficientnet_b0', phi=-1.0, coefficients=(1.2, 1.1, 1.15))
+    >>> parse_scaled_name("efficientnet_b0") is None
+    True
+    """
+    if not is_scaled_name(name):
+        return None
+    match = _SCALED_NAME.match(name.strip().lower())
+    if match is None:
+        raise EffnetError(f"malformed compound-scaled model name {name!r}; use {_SCALED_FORMS}")
+    base = _normalize_registered(match["base"])
+    if base not in MODEL_CONFIGS:
+        raise EffnetError(f"unknown base model {match['base']!r} in {name!r}; use {_SCALED_FORMS}")
+    coefficients = PAPER_COEFFICIENTS
+    if match["alpha"] is not None:
+        coefficients = tuple(_canonical_number(float(match[k])) for k in ("alpha", "beta", "gamma"))
+    return ScaledName(base, _canonical_number(float(match["phi"])), coefficients)
+
+
+def _normalize_registered(name: str) -> str:
     key = name.strip().lower().replace("-", "_")
     if key and not key.startswith("efficientnet") and f"efficientnet_{key}" in MODEL_CONFIGS:
         key = f"efficientnet_{key}"
     return key
 
 
+def normalize_name(name: str) -> str:
+    """``EfficientNet-B0``, ``efficientnet-b0`` and ``b0`` all mean ``efficientnet_b0``.
+
+    A compound-scaled name is written canonically: ``b0-phi-1`` means ``efficientnet_b0_phi-1``.
+    """
+    try:
+        scaled = parse_scaled_name(name)
+    except EffnetError:
+        scaled = None  # get_config explains what is wrong with it
+    return scaled.name if scaled is not None else _normalize_registered(name)
+
+
 def get_config(name: str) -> EfficientNetConfig:
-    """The registered config for a model name; unknown names get a suggestion.
+    """The config for a model name: a registered one, or a compound-scaled ``<base>_phi<φ>`` member.
+
+    ``<base>_phi<φ>`` scales a registered base by the paper's formula (depth α**φ, width β**φ,
+    resolution γ**φ with α=1.2, β=1.1, γ=1.15; see :func:`effnet.models.scaling.scaled_config`);
+    φ may be negative or fractional, and ``_a<α>_b<β>_g<γ>`` after it gives other coefficients.
+    Unknown names get a suggestion.
 
     >>> get_config("efficientnet_b3").resolution
     300
+    >>> cfg = get_config("efficientnet_b0_phi-1")
+    >>> (cfg.name, round(cfg.width_mult, 3), round(cfg.depth_mult, 3), cfg.resolution)
+    ('efficientnet_b0_phi-1', 0.909, 0.833, 192)
     """
+    scaled = parse_scaled_name(name)
+    if scaled is not None:
+        from effnet.models.scaling import scaled_config  # scaling builds on this module
+
+        return scaled_config(scaled.phi, *scaled.coefficients, base=scaled.base)
     key = normalize_name(name)
     if key in MODEL_CONFIGS:
         return MODEL_CONFIGS[key]

@@ -4,7 +4,8 @@ Tan & Le (2019), section 3.3: depth d = alpha ** phi, width w = beta ** phi, res
 r = gamma ** phi, with alpha * beta**2 * gamma**2 ~= 2 so that FLOPs grow by about 2 ** phi.
 The released B1-B7 use a hand-tuned table instead (see :mod:`effnet.models.config`); both
 end up here, where channels are rounded to multiples of 8 (never more than 10% down) and
-repeats are rounded up.
+repeats are rounded up. A negative phi shrinks the network by the same formula; every such
+member is also reachable by name (``efficientnet_b0_phi-1``, see :func:`effnet.get_config`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,20 @@ import math
 from dataclasses import dataclass
 
 from effnet.errors import EffnetError
-from effnet.models.config import BlockSpec, EfficientNetConfig, Layout, get_config
+from effnet.models.config import (
+    MODEL_CONFIGS,
+    PAPER_COEFFICIENTS,
+    BlockSpec,
+    EfficientNetConfig,
+    Layout,
+    get_config,
+    scaled_name,
+)
+from effnet.sizes import MAX_INPUT_SIZE
+
+# The smallest default input side of a compound-scaled member: the network's total stride, at
+# which its last feature map is already a single pixel.
+MIN_SCALED_RESOLUTION = 32
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -134,40 +148,68 @@ def resolve_layout(config: EfficientNetConfig) -> Layout:
 
 
 def compound_coefficients(
-    phi: float, alpha: float = 1.2, beta: float = 1.1, gamma: float = 1.15
+    phi: float,
+    alpha: float = PAPER_COEFFICIENTS[0],
+    beta: float = PAPER_COEFFICIENTS[1],
+    gamma: float = PAPER_COEFFICIENTS[2],
 ) -> tuple[float, float, float]:
-    """(depth, width, resolution) multipliers for compound coefficient ``phi``."""
+    """(depth, width, resolution) multipliers for compound coefficient ``phi``.
+
+    >>> [round(m, 4) for m in compound_coefficients(-1.0)]
+    [0.8333, 0.9091, 0.8696]
+    """
     return alpha**phi, beta**phi, gamma**phi
 
 
 def scaled_config(
     phi: float,
-    alpha: float = 1.2,
-    beta: float = 1.1,
-    gamma: float = 1.15,
+    alpha: float = PAPER_COEFFICIENTS[0],
+    beta: float = PAPER_COEFFICIENTS[1],
+    gamma: float = PAPER_COEFFICIENTS[2],
     base: str = "efficientnet_b0",
     name: str | None = None,
 ) -> EfficientNetConfig:
-    """A custom family member by the compound-scaling formula of the paper.
+    """A custom family member by the compound-scaling formula of the paper (Tan & Le 2019, section 3.3).
 
-    The resolution is ``base.resolution * gamma ** phi`` rounded to a multiple of 8.
+    Depth and width multiply the base's by ``alpha ** phi`` and ``beta ** phi``; the resolution
+    is ``base.resolution * gamma ** phi`` rounded to a multiple of 8. ``phi < 0`` shrinks the
+    network (multipliers stay positive; stages keep at least one block and 8 channels); a
+    resolution below 32 px is refused. The default name, ``<base>_phi<φ>`` plus
+    ``_a<α>_b<β>_g<γ>`` when the coefficients are not the paper's, gives this config back
+    through :func:`effnet.get_config`, ``create_model`` and every ``--model``.
 
     >>> cfg = scaled_config(1.0)
-    >>> (round(cfg.width_mult, 3), round(cfg.depth_mult, 3), cfg.resolution)
-    (1.1, 1.2, 256)
+    >>> (cfg.name, round(cfg.width_mult, 3), round(cfg.depth_mult, 3), cfg.resolution)
+    ('efficientnet_b0_phi1', 1.1, 1.2, 256)
+    >>> scaled_config(-1.0, base="efficientnet_lite0").resolution
+    192
     """
-    if phi < 0:
-        raise EffnetError(f"phi must be zero or positive, got {phi}")
+    if not all(math.isfinite(v) for v in (phi, alpha, beta, gamma)):
+        raise EffnetError(f"phi, alpha, beta and gamma must be finite numbers, got {phi}, {alpha}, {beta}, {gamma}")
     if min(alpha, beta, gamma) < 1.0:
         raise EffnetError("alpha, beta and gamma must each be at least 1 (they grow the network)")
     depth, width, res = compound_coefficients(phi, alpha, beta, gamma)
     base_cfg = get_config(base)
+    if base_cfg.name not in MODEL_CONFIGS:  # a scaled member's name would not read back
+        raise EffnetError(f"the base of compound scaling must be a registered model (see 'effnet list'), got {base!r}")
+    resolution = int(round(base_cfg.resolution * res / 8.0)) * 8
+    if resolution < MIN_SCALED_RESOLUTION:
+        # round(x / 8) * 8 >= 32 exactly when x >= 28
+        lowest = math.ceil(math.log(28 / base_cfg.resolution) / math.log(gamma) * 100) / 100
+        raise EffnetError(
+            f"phi={phi:g} shrinks {base_cfg.name} to {resolution} px; compound-scaled members need at least "
+            f"{MIN_SCALED_RESOLUTION} px (phi >= {lowest:g} with gamma={gamma:g})"
+        )
+    if resolution > MAX_INPUT_SIZE:
+        raise EffnetError(
+            f"phi={phi:g} grows {base_cfg.name} to {resolution} px, above effnet's {MAX_INPUT_SIZE} px limit"
+        )
     return custom_config(
         width_mult=base_cfg.width_mult * width,
         depth_mult=base_cfg.depth_mult * depth,
-        resolution=int(round(base_cfg.resolution * res / 8.0)) * 8,
+        resolution=resolution,
         base=base,
-        name=name or f"{base_cfg.name}_phi{phi:g}",
+        name=name or scaled_name(base_cfg.name, phi, alpha, beta, gamma),
     )
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from effnet.errors import EffnetError
-from effnet.models.config import MODEL_CONFIGS, normalize_name
+from effnet.models.config import MODEL_CONFIGS, is_scaled_name, normalize_name
 from effnet.sizes import MAX_INPUT_SIZE, input_size_problem
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -233,7 +233,7 @@ def get_weight_spec(arch: str, tag: str) -> WeightSpec:
         return spec
     key = normalize_name(arch)
     available = [s.tag for s in _SPECS if s.arch == key]
-    if key not in MODEL_CONFIGS:
+    if key not in MODEL_CONFIGS and not is_scaled_name(arch):
         raise EffnetError(f"unknown model {arch!r}; run 'effnet list' for the names")
     if not available:
         raise EffnetError(f"no pretrained weights are registered for {key}; pass weights=PATH to a checkpoint you have")
