@@ -77,7 +77,10 @@ RUN_BENCH = "effnet bench model.onnx runs/x/best.safetensors --batch-sizes 1,8,6
 
 # README command (as `readme_commands` normalises it) -> what runs here.
 SMALL: dict[str, Run | NotRunHere] = {
-    "effnet demo": Run(["demo", "--subset", "48", "--epochs", "1", "--img-size", "32", "--out", "runs/demo"]),
+    "effnet demo": Run(
+        ["demo", "--subset", "48", "--epochs", "1", "--img-size", "32", "--out", "runs/demo"],
+        checks=["runs/demo/train/best.safetensors", "runs/demo/compress/report.json", "runs/demo/report.html"],
+    ),
     "effnet list": Run(["list"]),
     "effnet info efficientnet_b3": Run(["info", "efficientnet_b3"]),
     # torchvision's ImageNet B0 weights are a download: a torchvision-format file of the same shape stands in.
@@ -146,6 +149,25 @@ SMALL: dict[str, Run | NotRunHere] = {
         "the example prunes, distils and quantizes a Fashion-MNIST Lite0 at 64 px (minutes); "
         "tests/compress/test_recipe.py runs a recipe with the same steps on a small folder and checks the example "
         "recipe loads"
+    ),
+    (
+        "effnet compress --auto --weights runs/demo/train/best.safetensors --data fashion-mnist "
+        "--max-accuracy-drop 1.0 --objective latency --out runs/auto"
+    ): NotRunHere(
+        "the search fine-tunes a Fashion-MNIST Lite0 several times (tens of minutes on a CPU); "
+        "tests/compress/test_auto.py runs --auto end to end (int8, a pruning rung, a family member, resume) on a "
+        "small folder"
+    ),
+    "effnet train --model efficientnet_b0_phi-1 --data photos/ --out runs/b0-phi-1 --epochs 10": Run(
+        ["train", "--model", "efficientnet_b0_phi-1", "--data", "photos/", "--out", "runs/b0-phi-1"]
+        + ["--epochs", "1", *FAST],
+        checks=["runs/b0-phi-1/best.safetensors"],
+    ),
+    "effnet scale-search --data photos/ --out runs/search --subset 4000 --epochs 1": Run(
+        ["scale-search", "--data", "photos/", "--out", "runs/search", "--subset", "4000", "--epochs", "1"]
+        + ["--max-candidates", "2", "--img-scale", "0.125", "--batch-size", "4", "--workers", "0"]
+        + ["--runtime", "torch", "--repeats", "1", "--threads", "1"],
+        checks=["runs/search/scale_search.json"],
     ),
     QUANTIZE: NotRunHere(
         "static quantization calibrates on at least 16 training images and photos/ holds 12; "

@@ -6,6 +6,11 @@ at inference), corrects the bias that rounding the weights adds, and writes DIR/
 CPUs). DIR/report.json gives size, top-1 on the validation split and batch-1 ONNX Runtime
 latency of the float export and the quantized model, timed interleaved, and every layer's
 quantization error (SQNR); ``effnet report DIR/report.json`` draws it.
+
+--mode qat (quantization-aware training) first fine-tunes a copy of the network for --qat-epochs
+on the training split with int8 rounding simulated in every convolution and the classifier
+(batch norms frozen), into DIR/qat/ (continue an interrupted one with --resume), then converts it
+as static int8; the report adds the static int8 baseline and the fine-tuned float network.
 """
 
 from __future__ import annotations
@@ -22,10 +27,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder: model.onnx, report.json, bench.json")
     p.add_argument(
         "--mode",
-        choices=["static", "dynamic"],
+        choices=["static", "dynamic", "qat"],
         default="static",
-        help="static: calibrated int8 activations (default); dynamic: only the classifier, no calibration",
+        help="static: calibrated int8 activations (default); dynamic: only the classifier, no calibration; "
+        "qat: fine-tune with int8 rounding simulated, then static",
     )
+    p.add_argument("--qat-epochs", type=positive_int, default=1, help="--mode qat: fine-tuning epochs (default 1)")
+    p.add_argument("--qat-lr", type=float, default=1e-4, help="--mode qat: learning rate (default 1e-4)")
+    p.add_argument("--resume", action="store_true", help="--mode qat: continue the fine-tune in --out/qat")
+    p.add_argument("--device", default="auto", help="--mode qat: where to fine-tune: auto, cpu or cuda")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar while fine-tuning")
     p.add_argument(
         "--dtype",
         choices=["int8", "fp16", "bf16"],
@@ -76,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
         bias_correction=not args.no_bias_correction,
         keep_float=tuple(args.keep_float),
         calib_images=args.calib_images,
+        qat_epochs=args.qat_epochs,
+        qat_lr=args.qat_lr,
     )
     job = QuantizeJob(
         weights=args.weights,
@@ -90,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         threads=args.threads,
         repeats=args.repeats,
+        device=args.device,
+        resume=args.resume,
+        progress=not args.no_progress,
     )
     report = run_quantize(job)
     if args.json:

@@ -25,11 +25,13 @@ from effnet.compress.base import (
 )
 from effnet.compress.inference import FoldBatchNormConfig, FreezePaddingConfig
 from effnet.compress.prune import PruneChannelsConfig
+from effnet.compress.qat import FakeQuantCallback
 from effnet.compress.quantize import QuantizeConfig
 from effnet.compress.sensitivity import prune_sensitivity, ratios_for_target, suggest_ratios
 from effnet.compress.sparsity import PruneWeightsConfig, SparsityCallback
 
 __all__ = [
+    "FakeQuantCallback",
     "FoldBatchNormConfig",
     "FreezePaddingConfig",
     "ModelStats",

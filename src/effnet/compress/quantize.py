@@ -15,6 +15,8 @@ then quantized with ONNX Runtime's quantizer (``onnxruntime.quantization``):
   layer's weights adds to its outputs, ``(W_q - W)·E[x]`` with ``E[x]`` measured on the
   calibration images, is subtracted from the layer's bias before the activations are
   calibrated. It matters most for depthwise convolutions, whose 9-weight kernels round coarsely.
+- ``qat`` int8: the same conversion as ``static``, of a network first fine-tuned with int8
+  rounding simulated (:mod:`effnet.compress.qat`; ``effnet quantize --mode qat`` runs both).
 - ``dynamic`` int8: the classifier's weights int8, its input quantized per batch at run time
   (no calibration), as PyTorch's dynamic quantization does for linear layers. Convolutions stay
   float: ONNX Runtime's dynamic ``ConvInteger`` ran Lite0 10x slower than float.
@@ -50,7 +52,7 @@ from effnet.export.onnx_module import OnnxModule
 
 __all__ = ["Quantize", "QuantizeConfig", "QuantizedModel", "layer_errors", "quantize_model", "quantize_onnx"]
 
-Mode = Literal["static", "dynamic"]
+Mode = Literal["static", "dynamic", "qat"]
 DType = Literal["int8", "fp16", "bf16"]
 Observer = Literal["minmax", "percentile", "entropy"]
 MIN_CALIBRATION_IMAGES = 16
@@ -72,6 +74,13 @@ class QuantizeConfig(PassConfig):
     keep_float: tuple[str, ...] = ()  # ONNX node-name patterns left in float, e.g. "/stem/*"
     calib_images: int = 256  # calibration images (static)
     error_images: int = 16  # images the per-layer error is measured on
+    qat_epochs: int = 1  # qat: fake-quantized fine-tuning epochs before converting (effnet quantize)
+    qat_lr: float = 1e-4  # qat: their learning rate
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether activations are calibrated: static int8, and the conversion of QAT."""
+        return self.mode in ("static", "qat") and self.dtype == "int8"
 
     def __post_init__(self) -> None:
         if isinstance(self.keep_float, list | str):  # from YAML/JSON, or one pattern
@@ -81,21 +90,29 @@ class QuantizeConfig(PassConfig):
 
     def validate(self) -> list[str]:
         problems = []
-        if self.mode not in ("static", "dynamic"):
-            problems.append(f"mode must be static or dynamic, got {self.mode!r}")
+        if self.mode not in ("static", "dynamic", "qat"):
+            problems.append(f"mode must be static, dynamic or qat, got {self.mode!r}")
         if self.dtype not in ("int8", "fp16", "bf16"):
             problems.append(f"dtype must be int8, fp16 or bf16, got {self.dtype!r}")
         if self.dtype != "int8" and self.mode == "dynamic":
             problems.append(f"{self.dtype} stores weights at 16 bits and has no dynamic mode; use --mode static")
+        if self.dtype != "int8" and self.mode == "qat":
+            problems.append(f"quantization-aware training trains for int8, not {self.dtype}; use --dtype int8")
+        if self.mode == "qat" and (self.activations != "uint8" or not self.per_channel):
+            problems.append("quantization-aware training simulates per-channel weights and uint8 activations")
+        if isinstance(self.qat_epochs, bool) or not isinstance(self.qat_epochs, int) or self.qat_epochs < 1:
+            problems.append(f"qat_epochs must be a whole number of at least 1, got {self.qat_epochs!r}")
+        if not (isinstance(self.qat_lr, int | float) and 0.0 < self.qat_lr < 1.0):
+            problems.append(f"qat_lr must be a learning rate in (0, 1), got {self.qat_lr!r}")
         if self.observer not in ("minmax", "percentile", "entropy"):
             problems.append(f"observer must be minmax, percentile or entropy, got {self.observer!r}")
         if not 90.0 <= self.percentile < 100.0:
             problems.append(f"percentile must be in [90, 100), got {self.percentile}")
         if self.activations not in ("uint8", "int8"):
             problems.append(f"activations must be uint8 or int8, got {self.activations!r}")
-        if self.mode == "static" and self.dtype == "int8" and self.calib_images < MIN_CALIBRATION_IMAGES:
+        if self.calibrated and self.calib_images < MIN_CALIBRATION_IMAGES:
             problems.append(
-                f"static quantization needs at least {MIN_CALIBRATION_IMAGES} calibration images, "
+                f"{self.mode} quantization needs at least {MIN_CALIBRATION_IMAGES} calibration images, "
                 f"got {self.calib_images}"
             )
         if self.error_images < 1:
@@ -505,7 +522,11 @@ class QuantizedModel(OnnxModule):
 
 @register_pass
 class Quantize(Pass):
-    """``apply_pass(model, QuantizeConfig(...), PassContext(data=calibration_batches))``."""
+    """``apply_pass(model, QuantizeConfig(...), PassContext(data=calibration_batches))``.
+
+    ``mode="qat"`` converts as ``static``: the network is expected to have been fine-tuned with
+    :class:`~effnet.compress.qat.FakeQuantCallback` already (``effnet quantize --mode qat`` does both).
+    """
 
     name = "quantize"
     config_type = QuantizeConfig

@@ -7,19 +7,27 @@ latency in ONNX Runtime, the two timed interleaved. ``OUT/model.onnx`` is the qu
 (it records its preprocessing, classes and quantization settings, so ``effnet predict``,
 ``eval`` and ``bench`` run it), ``OUT/report.json`` the numbers and the per-layer error
 (schema ``effnet.compression``, which ``effnet report`` draws) and ``OUT/bench.json`` the timing.
+
+``mode="qat"`` first fine-tunes a copy of the network on the training split with int8 rounding
+simulated (:class:`~effnet.compress.qat.FakeQuantCallback`, batch norms frozen) through the
+training engine, into ``OUT/qat/`` (resumable, like ``effnet train``), then converts it as static
+int8. The report then has four rows: the float export, static int8 of the same network (the
+post-training baseline, from the same calibration images), the fine-tuned float network and the
+QAT int8 model.
 """
 
 from __future__ import annotations
 
+import copy
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from effnet.compress.quantize import QuantizeConfig, quantize_model
+from effnet.compress.quantize import QuantizeConfig, _calibration_array, quantize_onnx
 from effnet.errors import EffnetError
 from effnet.schemas import CompressionPass, CompressionReport, QuantError
 
@@ -44,6 +52,9 @@ class QuantizeJob:
     seed: int = 0
     threads: int | None = None
     repeats: int = 50
+    device: str = "auto"  # where the QAT fine-tune runs
+    resume: bool = False  # continue the QAT fine-tune in OUT/qat/
+    progress: bool = True  # the QAT fine-tune's progress bar
 
 
 def _log(message: str) -> None:
@@ -69,8 +80,7 @@ def run_quantize(job: QuantizeJob) -> CompressionReport:
     if problems:
         raise EffnetError("invalid quantization job: " + "; ".join(problems))
     out = Path(job.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise EffnetError(f"{out} is not empty; choose another --out (nothing was written)")
+    _check_out(out, job)
     if str(job.weights).lower().endswith(".onnx"):
         raise EffnetError(f"{job.weights} is already an ONNX file; quantize the checkpoint it was exported from")
     model = load_model(None, job.weights).eval()
@@ -78,16 +88,18 @@ def run_quantize(job: QuantizeJob) -> CompressionReport:
         raise EffnetError(f"{job.weights} is not a classifier effnet can quantize")
     size = resolve_input_size(model, job.img_size)
     splits = _data(model, job)
-    generator = torch.Generator().manual_seed(job.seed)
     calibration_source = splits.train if splits.train is not None and len(splits.train) else splits.val
-    calibration = DataLoader(calibration_source, batch_size=32, shuffle=True, generator=generator, num_workers=0)
     validation = DataLoader(splits.val, batch_size=job.batch_size, num_workers=job.workers)
-    if job.config.mode == "static" and job.config.dtype == "int8" and len(calibration_source) < 16:
+    if job.config.calibrated and len(calibration_source) < 16:
         raise EffnetError(
-            f"{job.data} has {len(calibration_source)} images to calibrate on; static quantization needs at "
-            "least 16 (or use --mode dynamic)"
+            f"{job.data} has {len(calibration_source)} images to calibrate on; {job.config.mode} quantization "
+            "needs at least 16 (or use --mode dynamic)"
         )
+    if job.config.mode == "qat" and (splits.train is None or len(splits.train) == 0):
+        raise EffnetError(f"{job.data} has no training images to fine-tune on; use --mode static")
 
+    generator = torch.Generator().manual_seed(job.seed)
+    calibration = DataLoader(calibration_source, batch_size=32, shuffle=True, generator=generator, num_workers=0)
     out.mkdir(parents=True, exist_ok=True)
     try:
         return _run(model, job, size, splits, calibration, validation, out)
@@ -97,6 +109,18 @@ def run_quantize(job: QuantizeJob) -> CompressionReport:
         raise
     finally:
         shutil.rmtree(out / "_float", ignore_errors=True)
+
+
+def _check_out(out: Path, job: QuantizeJob) -> None:
+    """``out`` must be new or empty, except for the QAT fine-tune ``resume`` continues."""
+    if job.resume and job.config.mode != "qat":
+        raise EffnetError("--resume continues the fine-tune of --mode qat; other modes are short and start again")
+    if job.resume:
+        if not (out / "qat").is_dir() or (out / "report.json").exists():
+            raise EffnetError(f"nothing to resume in {out} (no unfinished QAT fine-tune); start without --resume")
+        return
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise EffnetError(f"{out} is not empty; choose another --out (nothing was written)")
 
 
 def _run(
@@ -109,20 +133,35 @@ def _run(
     from effnet.training.evaluate import evaluate
     from effnet.training.state import write_json
 
+    config = job.config
     float_path = out / "_float" / "float.onnx"
     export_model(model, "onnx", float_path, img_size=size)
-    what = f"{job.config.mode} {job.config.dtype}"
-    _log(f"quantizing ({what}, {job.config.observer} observer) with up to {job.config.calib_images} images ...")
-    result = quantize_model(model, out / "model.onnx", job.config, calibration, size)
-    _log(f"measuring top-1 of the float export and the quantized model on {splits.source} ...")
+    images = _calibration_array(calibration, config) if config.dtype == "int8" else None  # one set for every file
+    files = {"float": float_path}  # row name -> ONNX file, in report order
+    timed = ["float"]
+    source = float_path
+    if config.mode == "qat":
+        _log(f"post-training baseline: static int8 with {len(images)} images ...")
+        static = replace(config, mode="static")
+        files["static"] = quantize_onnx(float_path, out / "_float" / "static.onnx", static, images).path
+        timed.append("static")
+        tuned = _fine_tune(model, job, out / "qat")
+        source = files["qat-float"] = out / "_float" / "qat-float.onnx"
+        export_model(tuned, "onnx", source, img_size=size)
+    what = f"{config.mode} {config.dtype}"
+    _log(f"quantizing ({what}, {config.observer} observer) with up to {config.calib_images} images ...")
+    result = quantize_onnx(source, out / "model.onnx", config, images)
+    files["quantized"] = result.path
+    timed.append("quantized")
+    _log(f"measuring top-1 of {', '.join(files)} on {splits.source} ...")
     classes = list(splits.classes)
     top1 = {
         label: float(evaluate(OnnxModule(path, threads=job.threads), validation, classes, _cpu()).top1)
-        for label, path in (("float", float_path), ("quantized", result.path))
+        for label, path in files.items()
     }
-    _log(f"timing both in ONNX Runtime at {size} px, batch 1, interleaved ...")
+    _log(f"timing {', '.join(timed)} in ONNX Runtime at {size} px, batch 1, interleaved ...")
     bench = benchmark(
-        [str(float_path), str(result.path)],
+        [str(files[label]) for label in timed],
         runtimes=("onnxruntime",),
         img_size=size,
         threads=job.threads,
@@ -143,7 +182,7 @@ def _run(
             latency_ms=latency.get(str(path)),
             latency_ms_onnxruntime=latency.get(str(path)),
         )
-        for label, path in (("float", float_path), ("quantized", result.path))
+        for label, path in files.items()
     ]
     name = str(getattr(getattr(model, "config", None), "name", None) or type(model).__name__)
     report = CompressionReport(
@@ -154,6 +193,45 @@ def _run(
     )
     write_json(out / "report.json", report.to_dict())
     return report
+
+
+def _fine_tune(model: nn.Module, job: QuantizeJob, run_dir: Path) -> nn.Module:
+    """A copy of ``model`` fine-tuned with fake quantization in ``run_dir``; ``model`` is untouched."""
+    from effnet.compress.qat import FakeQuantCallback
+    from effnet.training.engine import fit
+    from effnet.weights.io import read_metadata
+
+    config = job.config
+    recorded = read_metadata(job.weights).get("recipe") or {}  # how the checkpoint was trained, if effnet did
+    recipe = {
+        "data": job.data,
+        "data_dir": job.data_dir,
+        "val_split": job.val_split,
+        "subset": job.subset,
+        "seed": job.seed,
+        "out": str(run_dir),
+        "epochs": config.qat_epochs,
+        "lr": config.qat_lr,
+        "batch_size": job.batch_size,
+        "img_size": job.img_size,
+        "augment": "none" if recorded.get("augment") == "none" else "flip",  # light: a short, low-rate run
+        "warmup_epochs": 0.0,  # a low rate on a trained network needs no warm-up
+        "backbone_lr_scale": 1.0,  # one rate for the whole network
+        "freeze_bn": True,  # the callback holds them frozen too; see effnet.compress.qat
+        "ema": False,
+        "workers": job.workers,
+        "device": job.device,
+        "progress": job.progress,
+        "tensorboard": False,
+        "resume": job.resume,
+    }
+    crop_scale = recorded.get("crop_scale")
+    if isinstance(crop_scale, list | tuple) and len(crop_scale) == 2:  # crop as the network was trained
+        recipe["crop_scale"] = tuple(crop_scale)
+    _log(f"quantization-aware fine-tuning: {config.qat_epochs} epoch(s) at lr {config.qat_lr:g} in {run_dir}")
+    result = fit(copy.deepcopy(model), job.data, recipe, callbacks=[FakeQuantCallback()])
+    assert result.model is not None
+    return result.model.eval()
 
 
 def _cpu() -> Any:

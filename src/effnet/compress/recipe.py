@@ -45,8 +45,8 @@ _PRUNE_KEYS = (
     "sensitivity_images"
 ).split()
 _QUANTIZE_KEYS = (
-    "mode dtype observer percentile per_channel activations bias_correction keep_float calib_images".split()
-)
+    "mode dtype observer percentile per_channel activations bias_correction keep_float calib_images qat_epochs qat_lr"
+).split()
 _TRAIN_KEYS = "epochs lr augment amp temperature alpha".split()
 _STEP_KEYS = {
     "prune": _PRUNE_KEYS,
