@@ -108,7 +108,7 @@ def test_the_compression_recipe_shrinks_with_the_subset():
     full = compression_recipe("w.safetensors", subset=8000, img_size=64)
     assert [s.name for s in full.steps] == ["prune", "quantize"]
     assert full.steps[0].settings["target"] == 0.5 and full.steps[0].settings["target_kind"] == "flops"
-    assert full.steps[1].settings["calib_images"] == 256 and full.shared["repeats"] == 50
+    assert full.steps[1].settings["calib_images"] == 256 and full.shared["repeats"] == 200
     assert tiny.steps[1].settings["calib_images"] == 48 and tiny.shared["repeats"] <= 5
     assert tiny.shared["img_size"] == 32 and tiny.shared["subset"] == 48 and tiny.shared["data_dir"] == "/data"
     assert "data_dir" not in full.shared  # the default location, as for the fine-tune
