@@ -166,3 +166,17 @@ def test_fine_tuning_repeats_the_parents_crops_and_regularisation(monkeypatch):
     }
     monkeypatch.setattr("effnet.weights.io.read_metadata", lambda path: {})
     assert _parent_training(PruneJob(weights="parent.safetensors")) == {}
+
+
+def test_recovery_fine_tuning_uses_a_quicker_batch_norm_momentum():
+    from torch import nn
+
+    from effnet.compress.runner import _quicken_batchnorm
+
+    model = effnet.create_model("efficientnet_lite0", num_classes=3)
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in norms:
+        m.momentum = 0.01  # TensorFlow's averaging, as TF-ported checkpoints carry it
+    assert _quicken_batchnorm(model) == 0.01
+    assert {m.momentum for m in norms} == {0.1}
+    assert _quicken_batchnorm(model) is None  # nothing slower left

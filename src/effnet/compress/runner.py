@@ -427,11 +427,31 @@ def _fine_tune(model: nn.Module, job: PruneJob, step: int, run_dir: Path, splits
     if job.method == "unstructured":
         callbacks.append(SparsityCallback(PruneWeightsConfig(sparsity=_cumulative(job, step))))
     _log(job, f"step {step}/{job.steps}: fine-tuning for {job.finetune_epochs} epochs in {run_dir}")
+    slow = _quicken_batchnorm(model)
     result = fit(model, job.data, recipe, callbacks=callbacks)
     trained = result.model if result.model is not None else model
+    for module in trained.modules():  # back to the architecture's momentum (outputs are unaffected)
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and slow is not None:
+            module.momentum = slow
     for callback in callbacks:
         callback.finalize(trained)
     return trained.eval()
+
+
+def _quicken_batchnorm(model: nn.Module, momentum: float = 0.1) -> float | None:
+    """Raise slower batch-norm momenta (TF-style 0.01) to ``momentum`` for a short recovery fine-tune.
+
+    Pruning changes every layer's input statistics; at momentum 0.01 one recovery epoch leaves the
+    running statistics near the unpruned network's (the demo's Lite0 measured 56.65% top-1 that way,
+    76.15% with re-estimated statistics). Returns the momentum replaced, or None when none was slower.
+    """
+    replaced = None
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.momentum is not None:
+            if module.momentum < momentum:
+                replaced = module.momentum
+                module.momentum = momentum
+    return replaced
 
 
 # How the parent was trained that fine-tuning its pruned copy repeats: the same crops and
