@@ -13,8 +13,8 @@ key (the step) and its settings::
 
 Steps run in order in ``OUT/steps/<n>-<step>/``, each on the previous step's model, and keep
 their own result and report. An interrupted recipe continues with ``--resume`` at the step it
-reached (inside a pruning or distillation step at the epoch reached). At the end the original
-and the final model are measured in one interleaved run and ``OUT/report.json`` holds one row
+reached (inside a pruning or distillation step at the epoch reached). At the end every stage,
+the original included, is measured in one interleaved run and ``OUT/report.json`` holds one row
 per stage (``effnet report`` draws it), with the sensitivity and per-layer quantization error of
 the steps that measured them.
 
