@@ -11,10 +11,13 @@ import json
 
 import pytest
 import torch
+from PIL import Image
+from tests.report.test_browser import pixels_near, screenshot
 
 from effnet.cli import main
 from effnet.cli.demo import compression_recipe
 from effnet.factory import load_model
+from effnet.report._plots import FRONTIER_COLOR, KIND_STYLE
 
 TINY = ["--subset", "48", "--epochs", "1", "--img-size", "32"]
 
@@ -51,6 +54,12 @@ def test_tiny_demo_fine_tunes_prunes_quantizes_and_reports(tmp_path, capsys):
 
     page = (out / "report.html").read_text(encoding="utf-8")
     assert page.lstrip().lower().startswith("<!doctype html") and "1-prune" in page and "2-quantize" in page
+    # The pipeline's own report, drawn by headless Chromium: no console errors, its plots present.
+    png = tmp_path / "report.png"
+    assert screenshot(out / "report.html", png, tmp_path / "profile") == []
+    image = Image.open(png).convert("RGB")
+    assert pixels_near(image, KIND_STYLE["compression"][0]) > 50, "no compression stages drawn"
+    assert pixels_near(image, FRONTIER_COLOR) > 50, "no Pareto front drawn"
 
     for cell in ("fine-tuned (float)", "pruned + int8", "latency vs float", str(out / "report.html")):
         assert cell in stdout

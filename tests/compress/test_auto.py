@@ -48,10 +48,11 @@ def test_auto_search_end_to_end_then_resume(trained, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["compress", "--auto", "--weights", str(weights), "--data", str(data), "--out", str(out),
             "--targets", "0.5", "--no-sensitivity", "--max-accuracy-drop", "99", *SMALL,
-            "--family", "efficientnet_lite0", "--family-epochs", "1"]  # fmt: skip
+            "--family", "efficientnet_lite0", "--family-epochs", "1", "--distill-alpha", "0.5"]  # fmt: skip
     assert main(args) == 0, capsys.readouterr().err
-    printed = capsys.readouterr().out
+    printed, logged = capsys.readouterr()
     assert "chose " in printed and weights.read_bytes() == before
+    assert "with the original as teacher (alpha 0.5" in logged  # the pruning rung recovers by distillation
 
     result = json.loads((out / "auto.json").read_text())
     names = [c["name"] for c in result["candidates"]]
@@ -91,6 +92,8 @@ def test_auto_search_end_to_end_then_resume(trained, tmp_path, capsys):
         (["--targets", "0.5", "0.3"], "must rise from mildest"),
         (["--targets", "1.5"], r"fractions in \(0, 1\)"),
         (["--max-accuracy-drop", "-1"], r"max accuracy drop must be in \[0, 100\)"),
+        (["--distill-alpha", "2"], r"distill alpha must be in \[0, 1\]"),
+        (["--distill-alpha", "0.5", "--finetune-epochs", "0"], "distillation needs fine-tuning epochs"),
         (["--family", "efficientnet_b99"], r"--family efficientnet_b99: unknown model"),
     ],
 )

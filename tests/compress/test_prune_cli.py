@@ -69,6 +69,8 @@ def test_unstructured_pruning_shrinks_the_file_not_the_shapes(trained, tmp_path,
         (["--target", "1.5"], r"target must be a fraction in \(0, 1\)"),
         (["--method", "unstructured", "--target-kind", "channels"], "applies to structured pruning"),
         (["--method", "unstructured", "--sensitivity"], "guides structured pruning"),
+        (["--distill-alpha", "0.7"], "give --finetune-epochs too"),
+        (["--distill-alpha", "1.5", "--finetune-epochs", "1"], r"distill_alpha must be in \[0, 1\]"),
     ],
 )
 def test_bad_settings_are_one_line(trained, tmp_path, capsys, extra, message):
@@ -180,3 +182,31 @@ def test_recovery_fine_tuning_uses_a_quicker_batch_norm_momentum():
     assert _quicken_batchnorm(model) == 0.01
     assert {m.momentum for m in norms} == {0.1}
     assert _quicken_batchnorm(model) is None  # nothing slower left
+
+
+def test_recovery_can_distill_from_the_unpruned_original(trained, tmp_path, capsys, monkeypatch):
+    import effnet.training.distill as distill
+
+    made = []
+
+    class Spy(distill.DistillationTask):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(distill, "DistillationTask", Spy)
+    data, weights = trained
+    before = weights.read_bytes()
+    out = tmp_path / "kd"
+    argv = ["prune", "--weights", str(weights), "--data", str(data), "--out", str(out), "--target", "0.5"]
+    argv += ["--finetune-epochs", "1", "--distill-alpha", "0.7", "--temperature", "2", *FAST]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "with the original as teacher (alpha 0.7, T 2)" in capsys.readouterr().err
+    (task,) = made
+    assert task.alpha == 0.7 and task.temperature == 2.0 and task.teacher_batches > 0
+    # The teacher is the unpruned original: as many parameters as the checkpoint, which is untouched.
+    original = effnet.create_model(weights=weights)
+    assert sum(p.numel() for p in task.teacher.parameters()) == sum(p.numel() for p in original.parameters())
+    assert weights.read_bytes() == before
+    pruned = effnet.create_model(weights=out / "model.safetensors")
+    assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in original.parameters())

@@ -48,6 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="fractions of FLOPs to prune, mildest first (default 0.3 0.5 0.7)",
     )
     auto.add_argument("--finetune-epochs", type=int, default=1, help="fine-tuning epochs after pruning (1)")
+    auto.add_argument(
+        "--distill-alpha",
+        type=float,
+        default=0.0,
+        help="fine-tune pruned candidates with the original as teacher, this weight on it (default 0: off)",
+    )
     auto.add_argument("--no-sensitivity", action="store_true", help="prune by global L2 ranking only")
     auto.add_argument("--no-quantize", action="store_true", help="no int8 candidates")
     auto.add_argument(
@@ -111,6 +117,7 @@ def _run_auto(args: argparse.Namespace) -> int:
         device=args.device,
         targets=tuple(args.targets),
         finetune_epochs=args.finetune_epochs,
+        distill_alpha=args.distill_alpha,
         sensitivity=not args.no_sensitivity,
         quantize=not args.no_quantize,
         family=tuple(args.family),

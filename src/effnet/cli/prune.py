@@ -47,6 +47,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--steps", type=positive_int, default=1, help="prune/fine-tune rounds toward the target (1)")
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tuning epochs per step (default 0)")
+    p.add_argument(
+        "--distill-alpha",
+        type=float,
+        default=0.0,
+        help="fine-tune with the unpruned model as teacher, this weight on its soft targets (e.g. 0.7; default 0: off)",
+    )
+    p.add_argument("--temperature", type=float, default=4.0, help="distillation temperature (default 4)")
+    p.add_argument(
+        "--augment",
+        choices=["none", "flip", "randaugment", "trivialaugment"],
+        default="flip",
+        help="fine-tuning augmentation (default flip)",
+    )
     p.add_argument("--data-dir", default=None, help="where a built-in dataset's files are")
     p.add_argument("--subset", type=positive_int, default=None, help="fine-tune on at most this many images")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per batch (default 64)")
@@ -87,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         sensitivity=args.sensitivity,
         sensitivity_images=args.sensitivity_images,
+        distill_alpha=args.distill_alpha,
+        temperature=args.temperature,
+        augment=args.augment,
         resume=args.resume,
         progress=not args.no_progress,
     )

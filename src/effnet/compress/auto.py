@@ -53,6 +53,7 @@ class AutoJob:
     device: str = "cpu"  # where the model will run: cpu (ONNX Runtime, int8) or cuda (PyTorch)
     targets: tuple[float, ...] = (0.3, 0.5, 0.7)  # fractions of FLOPs pruned away, mildest first
     finetune_epochs: int = 1  # after each pruning
+    distill_alpha: float = 0.0  # > 0: that fine-tune distils from the original (weight of its soft targets)
     sensitivity: bool = True  # guide pruning ratios by per-unit sensitivity
     quantize: bool = True  # int8 candidates (CPU only)
     family: tuple[str, ...] = ()  # smaller members trained instead: NAME or NAME:WEIGHTS
@@ -84,6 +85,10 @@ class AutoJob:
             problems.append(f"pruning targets must rise from mildest to harshest, got {list(self.targets)}")
         if self.finetune_epochs < 0:
             problems.append(f"finetune epochs must be 0 or more, got {self.finetune_epochs}")
+        if not 0.0 <= self.distill_alpha <= 1.0:
+            problems.append(f"distill alpha must be in [0, 1], got {self.distill_alpha}")
+        if self.distill_alpha and not self.finetune_epochs:
+            problems.append("distillation needs fine-tuning epochs after pruning (--finetune-epochs)")
         if self.family_epochs < 1:
             problems.append(f"family epochs must be at least 1, got {self.family_epochs}")
         problems += [_family_problem(member) for member in self.family if _family_problem(member)]
@@ -327,6 +332,7 @@ def _pruned(job: AutoJob, target: float, folder: Path, sensitivity_file: Path | 
         target=target,
         target_kind="flops",
         finetune_epochs=job.finetune_epochs,
+        distill_alpha=job.distill_alpha,
         sensitivity=job.sensitivity,
         sensitivity_file=str(sensitivity_file) if sensitivity_file else None,
         data_dir=job.data_dir,
@@ -415,7 +421,10 @@ def _identity(job: AutoJob) -> dict[str, Any]:
     keep += ("sensitivity", "quantize", "family", "family_epochs", "subset", "img_size", "seed")
     from effnet.configs import plain
 
-    return {k: plain(getattr(job, k)) for k in keep}
+    identity = {k: plain(getattr(job, k)) for k in keep}
+    if job.distill_alpha:  # searches without it keep their identity
+        identity["distill_alpha"] = job.distill_alpha
+    return identity
 
 
 def _write_json(path: Path, data: Any) -> None:

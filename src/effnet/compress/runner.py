@@ -73,6 +73,8 @@ class PruneJob:
     sensitivity_ratios: tuple[float, ...] = (0.25, 0.5, 0.75)
     sensitivity_images: int = 1000  # validation images each sensitivity point is measured on
     sensitivity_file: str | None = None  # reuse a sensitivity.json measured on the same original
+    distill_alpha: float = 0.0  # > 0: fine-tune with the unpruned original as teacher (this weight on its term)
+    temperature: float = 4.0  # softens teacher and student outputs when distilling
     resume: bool = False
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
@@ -100,6 +102,12 @@ class PruneJob:
             problems.append("--sensitivity takes a channels, params or flops target, not latency")
         if self.sensitivity_file and not Path(self.sensitivity_file).is_file():
             problems.append(f"sensitivity_file {self.sensitivity_file} does not exist")
+        if self.distill_alpha and not self.finetune_epochs:
+            problems.append("--distill-alpha guides the recovery fine-tune; give --finetune-epochs too")
+        if not 0.0 <= self.distill_alpha <= 1.0:
+            problems.append(f"distill_alpha must be in [0, 1], got {self.distill_alpha}")
+        if self.temperature <= 0:
+            problems.append(f"temperature must be positive, got {self.temperature}")
         if self.sensitivity_images < 1:
             problems.append(f"sensitivity_images must be at least 1, got {self.sensitivity_images}")
         for ratio in self.sensitivity_ratios:
@@ -172,7 +180,7 @@ def run_prune(job: PruneJob) -> CompressionReport:
             save_model(pruned, pruned_path, sparse=job.method == "unstructured")
             _write_json(folder / "pass.json", report.to_dict())
         if job.finetune_epochs:
-            pruned = _fine_tune(pruned, job, step, folder / "train", splits)
+            pruned = _fine_tune(pruned, job, step, folder / "train", splits, teacher=original)
         save_model(pruned, folder / "model.safetensors", sparse=job.method == "unstructured")
         model = pruned
         progress["done"] = step
@@ -194,6 +202,8 @@ def _identity(job: PruneJob) -> dict[str, Any]:
     identity = {k: plain(getattr(job, k)) for k in keep} | {"finetune_epochs": job.finetune_epochs}
     if job.sensitivity:  # older jobs without it keep their identity
         identity["sensitivity"] = [plain(list(job.sensitivity_ratios)), job.sensitivity_images]
+    if job.distill_alpha:
+        identity["distill"] = [job.distill_alpha, job.temperature]
     return identity
 
 
@@ -397,7 +407,14 @@ def _describe(report: PassReport) -> str:
     return f"parameters {after:,} ({after / before:.1%} of before){flops}"
 
 
-def _fine_tune(model: nn.Module, job: PruneJob, step: int, run_dir: Path, splits: Any) -> nn.Module:
+def _fine_tune(
+    model: nn.Module, job: PruneJob, step: int, run_dir: Path, splits: Any, teacher: nn.Module | None = None
+) -> nn.Module:
+    """Recover accuracy through the training engine; with ``job.distill_alpha`` the unpruned
+    ``teacher`` supplies soft targets (pruning plus distillation from the dense parent, as in
+    Hinton et al., 2015 and the prune-then-distill schedules of Sanh et al., 2020)."""
+    import copy
+
     from effnet.training.engine import fit
 
     recipe = {
@@ -426,9 +443,17 @@ def _fine_tune(model: nn.Module, job: PruneJob, step: int, run_dir: Path, splits
     callbacks = []
     if job.method == "unstructured":
         callbacks.append(SparsityCallback(PruneWeightsConfig(sparsity=_cumulative(job, step))))
-    _log(job, f"step {step}/{job.steps}: fine-tuning for {job.finetune_epochs} epochs in {run_dir}")
+    task = None
+    if job.distill_alpha and teacher is not None:
+        from effnet.training.distill import DistillationTask
+
+        smoothing = recipe.get("label_smoothing", 0.1)
+        # A copy: the task moves its teacher to the training device and memory format.
+        task = DistillationTask(copy.deepcopy(teacher), job.temperature, job.distill_alpha, label_smoothing=smoothing)
+    how = f" with the original as teacher (alpha {job.distill_alpha:g}, T {job.temperature:g})" if task else ""
+    _log(job, f"step {step}/{job.steps}: fine-tuning for {job.finetune_epochs} epochs{how} in {run_dir}")
     slow = _quicken_batchnorm(model)
-    result = fit(model, job.data, recipe, callbacks=callbacks)
+    result = fit(model, job.data, recipe, task=task, callbacks=callbacks)
     trained = result.model if result.model is not None else model
     for module in trained.modules():  # back to the architecture's momentum (outputs are unaffected)
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and slow is not None:
