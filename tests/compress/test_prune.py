@@ -106,3 +106,27 @@ def test_models_the_pruner_cannot_handle_are_refused_before_any_work(b0, tmp_pat
     folded, _ = apply_pass(b0, "fold_batchnorm")
     with pytest.raises(effnet.EffnetError, match="prune before folding"):
         apply_pass(folded, "prune_channels")
+
+
+@pytest.mark.parametrize(
+    ("capability", "device", "multiple"),
+    [("AVX512", "cpu", 16), ("AVX2", "cpu", 8), ("DEFAULT", "cpu", 8), ("AVX512", "cuda", 8)],
+)
+def test_the_channel_multiple_follows_the_runtime(monkeypatch, capability, device, multiple):
+    from effnet.compress.prune import channel_multiple
+    from effnet.compress.runner import PruneJob
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert channel_multiple(device) == multiple
+    if device == "cpu":
+        assert PruneJob(round_to="auto").multiple == multiple
+    assert PruneJob(round_to=24).multiple == 24
+
+
+def test_widths_keep_a_multiple_of_sixteen_when_asked(b0):
+    pruned, report = apply_pass(
+        b0, PruneChannelsConfig(target=0.5, target_kind="flops", round_to=16), PassContext(img_size=64)
+    )
+    changed = {name: after for name, (before, after) in report.details["groups"].items() if after != before}
+    assert changed and all(width % 16 == 0 for width in changed.values())
+    assert count_flops(pruned, 64) <= 0.5 * count_flops(b0, 64)

@@ -70,6 +70,7 @@ def test_unstructured_pruning_shrinks_the_file_not_the_shapes(trained, tmp_path,
         (["--method", "unstructured", "--target-kind", "channels"], "applies to structured pruning"),
         (["--method", "unstructured", "--sensitivity"], "guides structured pruning"),
         (["--distill-alpha", "0.7"], "give --finetune-epochs too"),
+        (["--round-to", "0"], "round_to must be between 1 and 256"),
         (["--distill-alpha", "1.5", "--finetune-epochs", "1"], r"distill_alpha must be in \[0, 1\]"),
     ],
 )

@@ -8,8 +8,10 @@ https://arxiv.org/abs/1708.06519), or the first-order Taylor estimate |sum w * d
 (Molchanov et al., 2019, https://arxiv.org/abs/1906.10771) on a few batches of data. Scores are
 normalised by each group's mean, so a *global* threshold compares groups of different sizes;
 *local* scope removes the same fraction from every group. Kept widths are rounded up to a
-multiple of ``round_to`` (8 by default: vectorised CPU kernels and tensor cores work on
-multiples of 8). The network is then rebuilt physically smaller by
+multiple of ``round_to``: 8 by default, since vectorised CPU kernels and tensor cores work on
+multiples of 8; :func:`channel_multiple` gives the multiple the deployment runtime computes in
+(16 for ONNX Runtime on an AVX-512 CPU, whose blocked-layout kernels pad other widths up to the
+next 16, so a width of 24 costs as much as 32). The network is then rebuilt physically smaller by
 :func:`~effnet.models.surgery.keep_channels`, so it is an ordinary EfficientNet whose
 checkpoint records every width.
 
@@ -40,7 +42,14 @@ from effnet.training.callbacks import Callback
 if TYPE_CHECKING:
     from effnet.training.engine import Trainer
 
-__all__ = ["BatchNormL1", "PruneChannels", "PruneChannelsConfig", "channel_scores", "plan_channels"]
+__all__ = [
+    "BatchNormL1",
+    "PruneChannels",
+    "PruneChannelsConfig",
+    "channel_multiple",
+    "channel_scores",
+    "plan_channels",
+]
 
 Importance = Literal["l1", "l2", "bn_scale", "taylor"]
 TargetKind = Literal["channels", "params", "flops"]
@@ -75,6 +84,20 @@ class PruneChannelsConfig(PassConfig):
         if self.taylor_batches < 1:
             problems.append(f"taylor_batches must be at least 1, got {self.taylor_batches}")
         return problems
+
+
+def channel_multiple(device: str = "cpu") -> int:
+    """The channel multiple pruned widths should keep for the runtime on ``device``.
+
+    ONNX Runtime's CPU convolutions run in a blocked channel layout (NCHWc) whose block is the
+    vector width: 16 floats with AVX-512, 8 with AVX2, and widths are padded up to a whole block.
+    Measured on an AVX-512 guest (Lite0, 224 px, half the FLOPs removed, ``docs/pruning.md``):
+    multiples of 16 ran at 0.54x the parent's CPU time, multiples of 8 at 0.57-0.61x. CUDA
+    tensor cores work on multiples of 8.
+    """
+    if device.startswith("cuda"):
+        return 8
+    return 16 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 8
 
 
 def prunable_groups(model: EfficientNet, config: PruneChannelsConfig) -> list[ChannelGroup]:

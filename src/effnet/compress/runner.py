@@ -52,7 +52,7 @@ class PruneJob:
     target_kind: TargetKind = "flops"  # structured only
     importance: Literal["l1", "l2", "bn_scale", "taylor"] = "l2"
     scope: Literal["global", "local"] = "global"
-    round_to: int = 8
+    round_to: int | Literal["auto"] = "auto"  # kept widths' multiple; auto: the CPU runtime's (channel_multiple)
     steps: int = 1  # prune -> fine-tune rounds toward the target
     finetune_epochs: int = 0  # per step; 0 measures the pruned model as it is
     data_dir: str | None = None
@@ -88,6 +88,10 @@ class PruneJob:
             problems.append(f"target must be a fraction in (0, 1), got {self.target}")
         if self.method == "unstructured" and self.target_kind not in ("flops",):
             problems.append("--target-kind applies to structured pruning; unstructured targets are sparsity")
+        if self.round_to != "auto" and (isinstance(self.round_to, bool) or not isinstance(self.round_to, int)):
+            problems.append(f"round_to must be a whole number or auto, got {self.round_to!r}")
+        elif self.round_to != "auto" and not 1 <= self.round_to <= 256:
+            problems.append(f"round_to must be between 1 and 256, got {self.round_to}")
         if self.steps < 1 or self.steps > 50:
             problems.append(f"steps must be between 1 and 50, got {self.steps}")
         if self.finetune_epochs < 0:
@@ -116,6 +120,15 @@ class PruneJob:
         if problems:
             raise EffnetError("invalid pruning job: " + "; ".join(str(p) for p in problems))
         return self
+
+    @property
+    def multiple(self) -> int:
+        """``round_to`` resolved: ``auto`` is the multiple ONNX Runtime computes in on this CPU."""
+        if self.round_to == "auto":
+            from effnet.compress.prune import channel_multiple
+
+            return channel_multiple("cpu")
+        return int(self.round_to)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "prune") -> PruneJob:
@@ -200,6 +213,7 @@ def _identity(job: PruneJob) -> dict[str, Any]:
     """The settings a resumed job must share with the one it continues."""
     keep = ("weights", "data", "method", "target", "target_kind", "importance", "scope", "round_to", "steps")
     identity = {k: plain(getattr(job, k)) for k in keep} | {"finetune_epochs": job.finetune_epochs}
+    identity["round_to"] = job.multiple  # "auto" resumes on this machine only if it resolves alike
     if job.sensitivity:  # older jobs without it keep their identity
         identity["sensitivity"] = [plain(list(job.sensitivity_ratios)), job.sensitivity_images]
     if job.distill_alpha:
@@ -294,7 +308,7 @@ def _step_config(
         target_kind=kind,
         importance=job.importance,
         scope=job.scope,
-        round_to=job.round_to,
+        round_to=job.multiple,
     )
 
 
@@ -332,7 +346,7 @@ def _sensitivity(
         classes=splits.classes,
         device=_device(job),
         max_batches=batches,
-        round_to=job.round_to,
+        round_to=job.multiple,
         data=splits.source,
         progress=(lambda line: _log(job, f"sensitivity {line}")) if job.progress else None,
     )
@@ -361,7 +375,7 @@ def _sensitivity_step(
 
     goal = _cumulative(job, step)
     # Widths depend only on the ratios, not on which channels go: plan them with a data-free ranking.
-    planning = {"importance": "l2", "round_to": job.round_to}
+    planning = {"importance": "l2", "round_to": job.multiple}
     ratios, threshold = ratios_for_target(
         sensitivity,
         original,
@@ -373,7 +387,7 @@ def _sensitivity_step(
     _log(job, f"step {step}/{job.steps}: units pruned while each loses at most {threshold:.2f} points alone")
     plan = PruneChannelsConfig(target=goal, target_kind=job.target_kind, scope="local", ratios=ratios, **planning)  # type: ignore[arg-type]
     _, details = plan_channels(original, plan, PassContext(img_size=size))  # type: ignore[arg-type]
-    common = {"importance": job.importance, "round_to": job.round_to}
+    common = {"importance": job.importance, "round_to": job.multiple}
     structure = current.structure()  # type: ignore[operator]
     relative: dict[str, float] = {}
     for name, (_, width) in details["groups"].items():
@@ -502,7 +516,7 @@ def _flops_for_latency(original: nn.Module, job: PruneJob, size: int) -> float:
         trial = (low + high) / 2
         candidate, _ = apply_pass(
             original,
-            PruneChannelsConfig(target=trial, target_kind="flops", importance="l2", round_to=job.round_to),
+            PruneChannelsConfig(target=trial, target_kind="flops", importance="l2", round_to=job.multiple),
             PassContext(img_size=size),
         )
         result = benchmark(
