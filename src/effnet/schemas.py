@@ -242,6 +242,7 @@ class BenchResult(Record):
     latency_ms_min: float | None = None
     repeats: int = 0  # timed runs behind the latencies
     top1_images: int | None = None  # readable --data images that top1 is over
+    cpu_ms_median: float | None = None  # one CPU thread: the timing thread's CPU time per run (median)
 
 
 @dataclass
@@ -382,6 +383,8 @@ class QuantError(Record):
     layer: str
     mse: float | None = None
     sqnr_db: float | None = None  # signal-to-quantization-noise ratio; higher is better
+    output_kl: float | None = None  # the network's output divergence with this layer alone quantized
+    kept_float: bool = False  # left in float (--keep-float or --auto-float)
 
 
 @dataclass

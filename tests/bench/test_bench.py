@@ -47,7 +47,10 @@ def test_models_are_timed_interleaved_and_results_are_plain_numbers():
         assert 0 < r.latency_ms_min <= r.latency_ms_median <= r.latency_ms_p90
         assert r.throughput_ips > 0 and r.peak_memory_mb > 0.0001 and r.params == 4 * 3 * 9 + 4
         assert r.flops == 2 * 4 * 3 * 9 * 14 * 14
+        assert 0 < r.cpu_ms_median  # one thread: the timing thread's CPU time is recorded too
     assert report.threads == 1 and report.torch_version == torch.__version__ and report.cpu
+    two = benchmark([("a", _Recorder("a"))], img_size=16, warmup=1, repeats=2, threads=2)
+    assert two.results[0].cpu_ms_median is None  # other threads' work would be missing from it
 
 
 def test_one_bad_input_does_not_stop_the_others(tmp_path):

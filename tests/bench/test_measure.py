@@ -38,6 +38,23 @@ def test_candidates_are_timed_round_robin_and_a_failure_drops_only_that_one():
     assert samples["a"] == samples["b"] == [1000.0] * 5 and samples["c"] == [1000.0]
 
 
+def test_cpu_time_leaves_out_waiting():
+    import time
+
+    def waits():
+        time.sleep(0.02)  # as if another job held the core
+
+    def works():
+        end = time.thread_time() + 0.02
+        while time.thread_time() < end:
+            pass
+
+    cpu = {}
+    wall = interleaved_timings({"waits": waits, "works": works}, 3, 1, lambda k, e: None, cpu_samples=cpu)
+    assert min(wall["waits"]) >= 19 and max(cpu["waits"]) < 5
+    assert min(cpu["works"]) >= 19 and min(wall["works"]) >= min(cpu["works"]) - 1
+
+
 def test_memory_tracker_sees_peak_live_tensors():
     x = torch.zeros(1024, 256)  # 1 MiB
 

@@ -120,7 +120,7 @@ def benchmark(
             settings = _Settings(dev, threads, precision, img_size, fuse, channels_last, compile_backend, Path(workdir))
             candidates = _make_candidates(targets, runtimes, settings, say)
             for batch_size in batch_sizes:
-                _measure_batch(candidates, batch_size, dev, warmup, repeats, measure_memory, say)
+                _measure_batch(candidates, batch_size, dev, warmup, repeats, measure_memory, say, threads)
             skipped = _measure_accuracy(candidates, data, say) if data is not None else []
             results = [row for b in batch_sizes for c in candidates for row in c.rows if row.batch_size == b]
     finally:
@@ -293,6 +293,7 @@ def _measure_batch(
     repeats: int,
     measure_memory: bool,
     say: Callable[[str], None],
+    threads: int | None = None,
 ) -> None:
     runs: dict[int, Callable[[], None]] = {}
     rows: dict[int, BenchResult] = {}
@@ -326,7 +327,10 @@ def _measure_batch(
         rows[index].error = _describe(exc, batch_size, dev)
 
     say(f"batch size {batch_size}: {len(runs)} candidates, {warmup} warm-up and {repeats} timed runs each, interleaved")
-    timings = interleaved_timings(runs, repeats, warmup, failed)
+    # One CPU thread runs each model on the timing thread, so its CPU time is a latency that other
+    # jobs on the cores do not inflate; with more threads (or a GPU) it would not be.
+    cpu: dict[int, list[float]] | None = {} if threads == 1 and dev.type == "cpu" else None
+    timings = interleaved_timings(runs, repeats, warmup, failed, cpu_samples=cpu)
     for index, samples in timings.items():
         row = rows[index]
         if row.error or not samples:
@@ -335,6 +339,8 @@ def _measure_batch(
         row.latency_ms_median = _round(median, 3)
         row.latency_ms_p90 = _round(percentile(samples, 90), 3)
         row.latency_ms_min = _round(min(samples), 3)
+        if cpu and cpu.get(index):
+            row.cpu_ms_median = _round(percentile(cpu[index], 50), 3)
         row.throughput_ips = _round(batch_size * 1000.0 / median, 2)
         row.repeats = len(samples)
 

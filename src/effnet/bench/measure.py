@@ -40,30 +40,40 @@ def interleaved_timings(
     warmup: int,
     on_error: Callable[[str, BaseException], None],
     clock: Callable[[], float] | None = None,
+    cpu_samples: dict[str, list[float]] | None = None,
 ) -> dict[str, list[float]]:
     """Time each callable ``repeats`` times in round-robin order after ``warmup`` untimed runs.
 
     Returns milliseconds per run for each key. A callable that raises is reported to
     ``on_error`` once and dropped; the others carry on. Each callable must synchronise its
-    device before returning.
+    device before returning. With ``cpu_samples`` (a dict to fill), the calling thread's CPU
+    time per run is recorded too: for work that runs on the calling thread (one intra-op
+    thread on the CPU) it is the latency without the time spent waiting while other jobs
+    hold the cores.
     """
     import time
 
     clock = clock or time.perf_counter
     live = dict(runs)
     samples: dict[str, list[float]] = {key: [] for key in runs}
+    if cpu_samples is not None:
+        cpu_samples.update({key: [] for key in runs})
 
     def attempt(key: str, timed: bool) -> None:
         try:
+            cpu_start = time.thread_time()
             start = clock()
             live[key]()
             elapsed = clock() - start
+            cpu = time.thread_time() - cpu_start
         except Exception as exc:  # reported per candidate; the others are still measured
             del live[key]
             on_error(key, exc)
             return
         if timed:
             samples[key].append(elapsed * 1e3)
+            if cpu_samples is not None:
+                cpu_samples[key].append(cpu * 1e3)
 
     for _ in range(warmup):
         for key in list(live):

@@ -115,6 +115,7 @@ def format_report(report: BenchReport) -> str:
     header += f"; {report.repeats} interleaved runs after {report.warmup} warm-up, median and p90 latency"
     first: dict[int, float] = {}
     rows = []
+    with_cpu = any(r.cpu_ms_median for r in report.results)
     for r in report.results:
         if r.latency_ms_median and r.batch_size not in first:
             first[r.batch_size] = r.latency_ms_median
@@ -137,8 +138,12 @@ def format_report(report: BenchReport) -> str:
                 f"{base / r.latency_ms_median:.2f}x" if base and r.latency_ms_median else "error" if r.error else "-",
             ]
         )
+        if with_cpu:
+            rows[-1].insert(10, _fmt(r.cpu_ms_median, lambda v: f"{v:.2f}"))
     columns = ["model", "runtime", "precision", "batch", "img", "params", "GFLOPs", "size MB"]
     columns += ["median ms", "p90 ms", "img/s", "peak MB", "top1 %", "speed"]
+    if with_cpu:  # one thread: the CPU time per run, which other jobs on the cores do not inflate
+        columns.insert(10, "CPU ms")
     return header + "\n\n" + table(rows, columns)
 
 
