@@ -53,6 +53,8 @@ def test_auto_search_end_to_end_then_resume(trained, tmp_path, capsys):
     printed, logged = capsys.readouterr()
     assert "chose " in printed and weights.read_bytes() == before
     assert "with the original as teacher (alpha 0.5" in logged  # the pruning rung recovers by distillation
+    assert "scale:efficientnet_lite0: trained on" in logged and "with the original as teacher\n" in logged
+    assert "teacher" in (out / "candidates" / "scale-efficientnet_lite0" / "config.yaml").read_text()
 
     result = json.loads((out / "auto.json").read_text())
     names = [c["name"] for c in result["candidates"]]

@@ -391,28 +391,34 @@ def _family_problem(member: str) -> str | None:
 
 
 def _trained(job: AutoJob, member: str, folder: Path) -> Path:
-    """Train a family member on the job's data at ``family_epochs``: the scale-instead-of-compress row."""
+    """Train a family member on the job's data at ``family_epochs``: the scale-instead-of-compress row.
+
+    With ``distill_alpha`` the member learns from the original as teacher too (Hinton et al.,
+    2015), the same help the pruned rungs get, so the comparison stays even.
+    """
     import effnet
+    from effnet.training.distill import distill
 
     best = folder / "best.safetensors"
     if (folder / "summary.json").exists() and best.exists():
         return best
     name, _, weights = member.partition(":")
+    teacher = " with the original as teacher" if job.distill_alpha else ""
     _log(f"candidate scale:{name}: trained on {job.data} for {job.family_epochs} epoch(s)"
-         + (f" from {weights} weights" if weights else " from scratch"))  # fmt: skip
-    effnet.train(
-        {
-            "model": name,
-            "weights": weights or None,
-            "data": job.data,
-            "out": str(folder),
-            "epochs": job.family_epochs,
-            "resume": (folder / "config.yaml").exists(),
-            "tensorboard": False,
-            **{k: getattr(job, k) for k in ("data_dir", "subset", "batch_size", "img_size", "workers", "seed")},
-            "device": "auto" if job.device == "cpu" else job.device,
-        }
-    )
+         + (f" from {weights} weights" if weights else " from scratch") + teacher)  # fmt: skip
+    recipe = {
+        "data": job.data,
+        "out": str(folder),
+        "epochs": job.family_epochs,
+        "resume": (folder / "config.yaml").exists(),
+        "tensorboard": False,
+        **{k: getattr(job, k) for k in ("data_dir", "subset", "batch_size", "img_size", "workers", "seed")},
+        "device": "auto" if job.device == "cpu" else job.device,
+    }
+    if job.distill_alpha:
+        distill(job.weights, name, recipe=recipe, student_weights=weights or None, alpha=job.distill_alpha)
+    else:
+        effnet.train({"model": name, "weights": weights or None, **recipe})
     return best
 
 
