@@ -15,7 +15,14 @@ from tests.training.conftest import make_image_folder
 
 import effnet
 from effnet.cli import main
-from effnet.compress.quantize import QuantizeConfig, _correct_biases, _dequantized_weights, quantize_model
+from effnet.compress.quantize import (
+    QuantizeConfig,
+    _correct_biases,
+    _dequantized_weights,
+    layer_sensitivity,
+    quantize_model,
+    quantize_onnx,
+)
 from effnet.export import export_model
 from effnet.export.onnx_module import OnnxModule
 from effnet.schemas import BenchReport, CompressionReport
@@ -36,6 +43,17 @@ def lite0(tmp_path_factory):
     export_model(model, "onnx", float_path, img_size=SIZE)
     images = torch.randn(24, 3, SIZE, SIZE)
     return model, float_path, images, root
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """ImageNet Lite0 exported at 64 px and 24 images: a network whose output depends on its input
+    (a randomly initialised one gives nearly the same logits for every image, so nothing to rank)."""
+    torch.manual_seed(0)
+    model = effnet.create_model("efficientnet_lite0", weights="imagenet").eval()
+    float_path = tmp_path_factory.mktemp("pretrained") / "float.onnx"
+    export_model(model, "onnx", float_path, img_size=64)
+    return float_path, torch.randn(24, 3, 64, 64)
 
 
 def _ops(path):
@@ -74,6 +92,10 @@ def test_layers_kept_in_float_are_not_quantized(lite0):
     assert producer[stem.input[1]].op_type != "DequantizeLinear" if stem.input[1] in producer else True
     assert "/stem/conv/Conv" in result.kept_float and "/classifier/Gemm" in result.kept_float
     assert "/stem/conv/Conv" not in _dequantized_weights(onnx.load(str(result.path)))
+    # Their inputs are not rounded either: ONNX Runtime's optimizer rounds the float weights of a
+    # layer that a DequantizeLinear feeds again (per tensor) when the file loads.
+    float_weights, float_inputs = _float_layers(result.path)
+    assert float_weights == float_inputs == {"/stem/conv/Conv", "/classifier/Gemm"}
 
 
 def test_sixteen_bit_storage_halves_the_file_and_keeps_the_outputs(lite0):
@@ -139,12 +161,102 @@ def test_bias_correction_subtracts_the_rounding_error_times_the_input_mean():
     assert numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "b")).tolist() == bias.tolist()
 
 
+def _softmax_kl(reference, out):
+    log_p, log_q = reference.log_softmax(1).double(), out.log_softmax(1).double()
+    return (log_p.exp() * (log_p - log_q)).sum(1).mean().item()
+
+
+def test_output_sensitivity_puts_a_layer_that_quantizes_badly_first(pretrained, tmp_path):
+    """One input channel of a convolution made 1000x larger (and its weights 1000x smaller): the same
+    float function, but rounding that input per tensor loses the other channels. That layer alone
+    moves the output most, and ``auto_float=1`` keeps exactly it in float."""
+    float_path, images = pretrained
+    producer_name, victim = (
+        "/stages/stages.0/stages.0.0/project/conv/Conv",
+        "/stages/stages.1/stages.1.0/expand/conv/Conv",
+    )
+    model = onnx.load(str(float_path))
+    nodes = {n.name: n for n in model.graph.node}
+    assert nodes[victim].input[0] == nodes[producer_name].output[0]  # wired directly: no activation between
+    values = {i.name: i for i in model.graph.initializer}
+
+    def scale(name, factor, index):
+        array = numpy_helper.to_array(values[name]).copy()
+        array[index] *= factor
+        values[name].CopyFrom(numpy_helper.from_array(array, name))
+
+    scale(nodes[producer_name].input[1], 1000.0, 0)  # output channel 0 of the producer ...
+    scale(nodes[producer_name].input[2], 1000.0, 0)
+    scale(nodes[victim].input[1], 1e-3, (slice(None), 0))  # ... read 1000x weaker by the victim
+    edited = tmp_path / "edited.onnx"
+    onnx.save(model, str(edited))
+    test = images[16:]
+    reference = OnnxModule(edited)(test)
+    assert torch.allclose(reference, OnnxModule(float_path)(test), rtol=1e-3, atol=1e-3)  # same float function
+
+    plain = quantize_onnx(edited, tmp_path / "plain.onnx", QuantizeConfig(calib_images=16), images[:16].numpy())
+    ranking = layer_sensitivity(edited, plain.path, images[:16].numpy())
+    assert len(ranking) == 50 and ranking[0]["layer"] == victim
+    assert ranking[0]["kl"] > 10 * ranking[1]["kl"]
+    assert plain.sensitivity == [] and plain.kept_float == []  # measured only when asked for
+
+    config = QuantizeConfig(calib_images=16, auto_float=1)
+    mixed = quantize_onnx(edited, tmp_path / "mixed.onnx", config, images[:16].numpy())
+    assert mixed.kept_float == [victim] and mixed.sensitivity[0]["layer"] == victim
+    before, after = (
+        _softmax_kl(reference, OnnxModule(plain.path)(test)),
+        _softmax_kl(reference, OnnxModule(mixed.path)(test)),
+    )
+    assert after < 0.2 * before
+
+
+def _float_layers(path):
+    """Conv/Gemm nodes of a quantized file whose weights no DequantizeLinear feeds, and those whose input none feeds."""
+    graph = onnx.load(str(path)).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    layers = [n for n in graph.node if n.op_type in ("Conv", "Gemm")]
+
+    def dequantized(tensor):
+        return tensor in producer and producer[tensor].op_type == "DequantizeLinear"
+
+    return {n.name for n in layers if not dequantized(n.input[1])}, {
+        n.name for n in layers if not dequantized(n.input[0])
+    }
+
+
+def test_auto_float_keeps_exactly_n_layers_in_float(pretrained, tmp_path):
+    float_path, images = pretrained
+    config = QuantizeConfig(calib_images=16, auto_float=3, keep_float=("/classifier/*",))
+    result = quantize_onnx(float_path, tmp_path / "auto.onnx", config, images[:16].numpy())
+    chosen = [row["layer"] for row in result.sensitivity[:3]]
+    assert len(result.sensitivity) == 49 and "/classifier/Gemm" not in {r["layer"] for r in result.sensitivity}
+    assert sorted(result.kept_float) == sorted(["/classifier/Gemm", *chosen])
+    float_weights, float_inputs = _float_layers(result.path)
+    assert float_weights == {"/classifier/Gemm", *chosen}  # the other 46 layers have int8 weights
+    assert set(chosen) <= float_inputs  # and the chosen ones read an unrounded input
+    kls = [row["kl"] for row in result.sensitivity]
+    assert kls == sorted(kls, reverse=True) and kls[-1] >= 0
+    meta = json.loads(onnx.load(str(result.path)).metadata_props[0].value)["quantization"]
+    assert meta["auto_float"] == 3 and meta["kept_float"] == result.kept_float
+    assert len(result.layers) == 50
+    test = images[16:]
+    reference = OnnxModule(float_path)(test)
+    plain = quantize_onnx(float_path, tmp_path / "plain.onnx", QuantizeConfig(calib_images=16), images[:16].numpy())
+    assert _softmax_kl(reference, OnnxModule(result.path)(test)) < _softmax_kl(reference, OnnxModule(plain.path)(test))
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
         ({"calib_images": 4}, "at least 16 calibration images"),
         ({"dtype": "fp16", "mode": "dynamic"}, "no dynamic mode"),
         ({"percentile": 100.0}, "percentile must be"),
+        ({"auto_float": -1}, "auto_float must be a whole number of layers"),
+        ({"auto_float": 1.5}, "auto_float must be a whole number of layers"),
+        ({"auto_float": True}, "auto_float must be a whole number of layers"),
+        ({"auto_float": 2, "mode": "dynamic"}, "auto_float ranks layers of a calibrated int8 model"),
+        ({"auto_float": 2, "dtype": "fp16"}, "auto_float ranks layers of a calibrated int8 model"),
+        ({"sensitivity_images": 0}, "sensitivity_images must be at least 1"),
     ],
 )
 def test_bad_settings_are_refused(settings, message):
@@ -174,6 +286,9 @@ def test_too_few_images_and_unknown_layers_are_refused(lite0, tmp_path):
         quantize_model(model, tmp_path / "q.onnx", QuantizeConfig(calib_images=16), [images[:8]], SIZE)
     with pytest.raises(effnet.EffnetError, match="'/nothing/\\*' matches no layer"):
         quantize_model(model, tmp_path / "q.onnx", QuantizeConfig(keep_float=("/nothing/*",)), [images], SIZE)
+    with pytest.raises(effnet.EffnetError, match="auto_float 50 is more than the 49 layers there are to quantize"):
+        config = QuantizeConfig(calib_images=16, auto_float=50, keep_float=("/stem/*",))
+        quantize_model(model, tmp_path / "q.onnx", config, [images], SIZE)
     assert not (tmp_path / "q.onnx").exists()
 
 
@@ -217,12 +332,31 @@ def test_quantize_writes_a_model_every_command_runs(trained, tmp_path, capsys):
     assert "quantized" in html.read_text()
 
 
+def test_quantize_auto_float_reports_the_layers_kept(trained, tmp_path, capsys):
+    data, weights = trained
+    out = tmp_path / "q"
+    argv = ["quantize", "--weights", str(weights), "--data", str(data), "--out", str(out), *FAST, "--auto-float", "2"]
+    assert main(argv) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    report = CompressionReport.from_dict(json.loads((out / "report.json").read_text()))
+    kept = [row.layer for row in report.quant_error if row.kept_float]
+    assert len(kept) == 2 and f"kept in float: {', '.join(kept)}" in printed
+    assert all(row.output_kl is not None for row in report.quant_error)
+    most = sorted(report.quant_error, key=lambda row: -row.output_kl)[:2]
+    assert {row.layer for row in most} == set(kept)
+    assert _float_layers(out / "model.onnx")[0] == set(kept)
+    meta = json.loads(onnx.load(str(out / "model.onnx")).metadata_props[0].value)["quantization"]
+    assert meta["auto_float"] == 2 and sorted(meta["kept_float"]) == sorted(kept)
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
         (["--calib-images", "8"], "at least 16 calibration images"),
         (["--keep-float", "/nothing/*"], "matches no layer"),
         (["--mode", "dynamic", "--dtype", "bf16"], "no dynamic mode"),
+        (["--auto-float", "-1"], "auto_float must be a whole number of layers"),
+        (["--auto-float", "2", "--mode", "dynamic"], "auto_float ranks layers of a calibrated int8 model"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(trained, tmp_path, capsys, extra, message):

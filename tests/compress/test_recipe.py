@@ -79,6 +79,7 @@ def test_finetune_then_export(trained, tmp_path, capsys):
         ("  - prune: {target: 0.5, colour: red}\n", r"line \d+: unknown prune setting 'colour'; prune takes"),
         ("  - quantize: {}\n  - prune: {}\n", r"line \d+: prune comes after quantize"),
         ("  - prune: {target: 1.5}\n", r"line \d+: prune: invalid pruning job: target must be a fraction"),
+        ("  - prune: {distill_alpha: 0.7}\n", r"line \d+: prune: invalid pruning job: --distill-alpha guides"),
         ("  - quantize: {calib_images: 2}\n", r"line \d+: quantize: invalid quantize settings"),
         ("  - distill: {epochs: 0}\n", r"line \d+: distill: epochs must be"),
     ],

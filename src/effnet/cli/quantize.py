@@ -11,6 +11,11 @@ quantization error (SQNR); ``effnet report DIR/report.json`` draws it.
 on the training split with int8 rounding simulated in every convolution and the classifier
 (batch norms frozen), into DIR/qat/ (continue an interrupted one with --resume), then converts it
 as static int8; the report adds the static int8 baseline and the fine-tuned float network.
+
+--auto-float N (mixed precision) quantizes each convolution and the classifier alone, ranks them
+by how far that moves the network's output from float (KL divergence on calibration images), and
+keeps the N that move it most in float: their float weights and an unrounded input. Each costs
+speed; report.json gives every layer's output_kl and which were kept.
 """
 
 from __future__ import annotations
@@ -62,6 +67,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="PATTERN",
         help="ONNX node names (wildcards allowed) to leave in float, e.g. '/stem/*'; repeatable",
     )
+    p.add_argument(
+        "--auto-float",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also keep in float the N layers whose quantization alone moves the output most "
+        "(KL divergence on calibration images; default 0)",
+    )
     p.add_argument("--runtime", choices=["auto", "onnxruntime"], default="auto", help="auto picks onnxruntime")
     p.add_argument("--data-dir", default=None, help="where a built-in dataset's files are")
     p.add_argument("--subset", type=positive_int, default=None, help="use at most this many images of the data")
@@ -86,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         activations=args.activations,
         bias_correction=not args.no_bias_correction,
         keep_float=tuple(args.keep_float),
+        auto_float=args.auto_float,
         calib_images=args.calib_images,
         qat_epochs=args.qat_epochs,
         qat_lr=args.qat_lr,
@@ -126,5 +140,8 @@ def run(args: argparse.Namespace) -> int:
     if report.quant_error:
         worst = report.quant_error[0]
         print(f"worst layer: {worst.layer} (SQNR {worst.sqnr_db:.1f} dB); all layers in report.json")
+    kept = [row for row in report.quant_error if row.kept_float]
+    if kept:
+        print(f"kept in float: {', '.join(row.layer for row in kept)}")
     print(f"written to {args.out}/model.onnx and {args.out}/report.json")
     return 0

@@ -24,9 +24,16 @@ then quantized with ONNX Runtime's quantizer (``onnxruntime.quantization``):
   half the file, the float model's speed and (to rounding) accuracy on CPU, whose ONNX Runtime
   kernels compute in float32.
 
-Layers can be kept in float by ONNX node-name pattern (``keep_float``). Each quantized layer's
-output is compared with the float model's on calibration images (MSE and SQNR, worst first) for
-the report.
+Layers can be kept in float by ONNX node-name pattern (``keep_float``), or chosen automatically
+(``auto_float=N``, mixed precision): each Conv/Gemm is quantized *alone*, its weights and its input
+activation rounded as in the int8 file and the rest of the network float, and ranked by how far
+that moves the network's output, the mean KL divergence of its softmax from the float model's on
+calibration images (:func:`layer_sensitivity`; the sensitivity of ZeroQ, Cai et al., 2020,
+https://arxiv.org/abs/2001.00281, on real images). The N layers that move it most then compute
+in float, with their float weights and an unrounded input. The per-layer KLs add up to about the
+fully quantized model's, where a layer's SQNR inside the quantized network mostly measures error
+it inherits from upstream. Each quantized layer's output is also compared with the float model's
+on calibration images (MSE and SQNR, worst first) for the report.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ import json
 import math
 import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -50,7 +57,15 @@ from effnet.compress.base import ModelStats, Pass, PassConfig, PassContext, regi
 from effnet.errors import EffnetError
 from effnet.export.onnx_module import OnnxModule
 
-__all__ = ["Quantize", "QuantizeConfig", "QuantizedModel", "layer_errors", "quantize_model", "quantize_onnx"]
+__all__ = [
+    "Quantize",
+    "QuantizeConfig",
+    "QuantizedModel",
+    "layer_errors",
+    "layer_sensitivity",
+    "quantize_model",
+    "quantize_onnx",
+]
 
 Mode = Literal["static", "dynamic", "qat"]
 DType = Literal["int8", "fp16", "bf16"]
@@ -72,6 +87,8 @@ class QuantizeConfig(PassConfig):
     activations: Literal["uint8", "int8"] = "uint8"
     bias_correction: bool = True
     keep_float: tuple[str, ...] = ()  # ONNX node-name patterns left in float, e.g. "/stem/*"
+    auto_float: int = 0  # static int8: also keep the N layers whose quantization moves the output most in float
+    sensitivity_images: int = 32  # calibration images the output sensitivity is measured on (auto_float)
     calib_images: int = 256  # calibration images (static)
     error_images: int = 16  # images the per-layer error is measured on
     qat_epochs: int = 1  # qat: fake-quantized fine-tuning epochs before converting (effnet quantize)
@@ -117,6 +134,14 @@ class QuantizeConfig(PassConfig):
             )
         if self.error_images < 1:
             problems.append(f"error_images must be at least 1, got {self.error_images}")
+        if isinstance(self.auto_float, bool) or not isinstance(self.auto_float, int) or self.auto_float < 0:
+            problems.append(f"auto_float must be a whole number of layers (0 or more), got {self.auto_float!r}")
+        elif self.auto_float and not self.calibrated:
+            problems.append("auto_float ranks layers of a calibrated int8 model; use --mode static or qat with int8")
+        if isinstance(self.sensitivity_images, bool) or not isinstance(self.sensitivity_images, int):
+            problems.append(f"sensitivity_images must be a whole number, got {self.sensitivity_images!r}")
+        elif self.sensitivity_images < 1:
+            problems.append(f"sensitivity_images must be at least 1, got {self.sensitivity_images}")
         return problems
 
 
@@ -130,6 +155,7 @@ class QuantizeResult:
     kept_float: list[str] = field(default_factory=list)
     calibration_images: int = 0
     bias_corrected: int = 0  # layers whose bias was corrected
+    sensitivity: list[dict[str, Any]] = field(default_factory=list)  # {"layer", "kl"}, most sensitive first
 
 
 def _ort_quantization() -> Any:
@@ -218,7 +244,15 @@ def _quantize_onnx(
                 f"static quantization needs at least {MIN_CALIBRATION_IMAGES} calibration images, got {have}; "
                 "give more data or --mode dynamic"
             )
-        settings = _static_settings(quant, config, excluded)
+        candidates = [n.name for n in graph.graph.node if n.op_type in ("Conv", "Gemm") and n.name not in excluded]
+        if config.auto_float > len(candidates):
+            raise EffnetError(
+                f"auto_float {config.auto_float} is more than the {len(candidates)} layers there are to quantize"
+            )
+        # Everything is quantized, then the layers kept in float are edited back (_with_float): left
+        # to ONNX Runtime's nodes_to_exclude, a layer whose input stays rounded gets its float
+        # weights rounded again, per tensor, by the runtime's graph optimizer when the file loads.
+        settings = _static_settings(quant, config)
         corrected = 0
         source = pre
         if config.bias_correction:
@@ -228,12 +262,25 @@ def _quantize_onnx(
             source = Path(work) / "corrected.onnx"
             onnx.save(fixed, str(source))
         quant.quantize_static(str(source), str(out), _Reader(graph, images), **settings)
-        _write(onnx.load(str(out)), out, metadata, config)
+        quantized = onnx.load(str(out))
+        if excluded:
+            kept_names = set(excluded)
+            quantized = _with_float(quantized, graph, kept_names, lambda node: node.name in kept_names)
+        sensitivity: list[dict[str, Any]] = []
+        kept = list(excluded)
+        if config.auto_float:
+            # Spread over the calibration set, which may come ordered by class or by source photo.
+            spread = np.linspace(0, len(images) - 1, min(config.sensitivity_images, len(images))).round()
+            sensitivity = _sensitivity(graph, quantized, images[spread.astype(int)])
+            chosen = {row["layer"] for row in sensitivity[: config.auto_float]}
+            quantized = _with_float(quantized, graph, chosen, lambda node: node.name in chosen)
+            kept += [name for name in candidates if name in chosen]  # in graph order
+        _write(quantized, out, metadata, config, kept)
         errors = layer_errors(source, out, images[: config.error_images])
-        return QuantizeResult(out, config, errors, excluded, len(images), corrected)
+        return QuantizeResult(out, config, errors, kept, len(images), corrected, sensitivity)
 
 
-def _static_settings(quant: Any, config: QuantizeConfig, excluded: list[str]) -> dict[str, Any]:
+def _static_settings(quant: Any, config: QuantizeConfig) -> dict[str, Any]:
     methods = {
         "minmax": quant.CalibrationMethod.MinMax,
         "percentile": quant.CalibrationMethod.Percentile,
@@ -248,7 +295,6 @@ def _static_settings(quant: Any, config: QuantizeConfig, excluded: list[str]) ->
         "weight_type": quant.QuantType.QInt8,
         "per_channel": config.per_channel,
         "calibrate_method": methods[config.observer],
-        "nodes_to_exclude": excluded,
         "extra_options": extra,
     }
 
@@ -302,13 +348,19 @@ def _metadata(model: Any) -> dict[str, Any]:
     return {}
 
 
-def _write(model: Any, out: Path, metadata: dict[str, Any], config: QuantizeConfig) -> None:
-    """Save ``model`` with effnet's metadata (the quantizer drops it) plus the quantization settings."""
+def _write(
+    model: Any, out: Path, metadata: dict[str, Any], config: QuantizeConfig, kept_float: Sequence[str] = ()
+) -> None:
+    """Save ``model`` with effnet's metadata (the quantizer drops it) plus the quantization settings
+    and the layers left in float."""
     import onnx
 
     from effnet.export.formats import METADATA_KEY
 
-    meta = {**metadata, "quantization": config.to_dict()}
+    settings = config.to_dict()
+    if config.calibrated:
+        settings["kept_float"] = list(kept_float)
+    meta = {**metadata, "quantization": settings}
     del model.metadata_props[:]
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(meta)
@@ -488,6 +540,177 @@ def layer_errors(float_path: str | Path, quantized_path: str | Path, images: np.
     return sorted(rows, key=lambda r: math.inf if r["sqnr_db"] is None else r["sqnr_db"])
 
 
+def layer_sensitivity(float_path: str | Path, quantized_path: str | Path, images: np.ndarray) -> list[dict[str, Any]]:
+    """How far quantizing each Conv/Gemm *alone* moves the network's output, most sensitive first.
+
+    ``quantized_path`` is a static QDQ file of the float graph ``float_path`` (node names shared,
+    as :func:`quantize_onnx` writes them). For each of its quantized layers, a copy computes in
+    float except that layer's weights and input activation, rounded as the file rounds them; the
+    row's ``kl`` is the mean KL divergence of that copy's softmax from the float model's on
+    ``images``. Rows add up to about the fully quantized model's divergence.
+
+    Example::
+
+        quantize_onnx("float.onnx", "int8.onnx", QuantizeConfig(), images)
+        for row in layer_sensitivity("float.onnx", "int8.onnx", images[:32])[:3]:
+            print(row["layer"], row["kl"])
+    """
+    import onnx
+
+    return _sensitivity(onnx.load(str(float_path)), onnx.load(str(quantized_path)), images)
+
+
+def _sensitivity(float_model: Any, quantized: Any, images: np.ndarray) -> list[dict[str, Any]]:
+    layers = _quantized_layers(quantized)
+    names = {n.name for n in float_model.graph.node}
+    stranger = next((name for name in layers if name not in names), None)
+    if stranger is not None:
+        raise EffnetError(f"the quantized file's layer {stranger!r} is not in the float model; quantize that model")
+    reference = _log_softmax(_run(float_model, images))
+    rows = []
+    for name in layers:
+        others = [layer for layer in layers if layer != name]
+        alone = _with_float(quantized, float_model, others, lambda node, name=name: node.name != name, outputs=True)
+        log_q = _log_softmax(_run(alone, images))
+        kl = float(np.mean(np.sum(np.exp(reference) * (reference - log_q), axis=1)))
+        rows.append({"layer": name, "kl": max(kl, 0.0)})
+    return sorted(rows, key=lambda row: -row["kl"])
+
+
+def _quantized_layers(model: Any) -> list[str]:
+    """The Conv/Gemm nodes of a QDQ model whose weights are int8 (a DequantizeLinear feeds them)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type in ("Conv", "Gemm") and len(n.input) > 1 and _is_dequantized(producer.get(n.input[1]))
+    ]
+
+
+def _with_float(
+    quantized: Any,
+    float_model: Any,
+    weights: Collection[str],
+    unrounded: Callable[[Any], bool],
+    outputs: bool = False,
+) -> Any:
+    """A copy of the QDQ model ``quantized`` that computes partly in float.
+
+    The layers named in ``weights`` take their weight and bias from ``float_model`` (the graph
+    before bias correction: nothing of theirs is rounded any more). Every node for which
+    ``unrounded(node)`` is true reads its activations without the 8-bit rounding, clipped to the
+    range the quantizer calibrated instead (which also keeps a ReLU6 the quantizer merged into
+    that rounding); ``outputs`` does the same for the graph's outputs. Rounding nodes left
+    without a consumer are removed.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.ModelProto()
+    model.CopyFrom(quantized)
+    graph = model.graph
+    constants = {i.name: i for i in graph.initializer}
+    float_nodes = {n.name: n for n in float_model.graph.node}
+    float_values = {i.name: i for i in float_model.graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    added: list[Any] = []
+    clips: dict[str, Any] = {}  # unrounded tensor name -> the Clip that makes it
+
+    def rounded_from(tensor: str) -> Any:
+        """The QuantizeLinear of an activation that reaches ``tensor`` through a DequantizeLinear."""
+        dq = producer.get(tensor)
+        if dq is None or dq.op_type != "DequantizeLinear":
+            return None
+        q = producer.get(dq.input[0])
+        return q if q is not None and q.op_type == "QuantizeLinear" else None
+
+    def clip(q: Any, name: str | None = None) -> str:
+        name = name or f"{q.input[0]}_unrounded"
+        if name not in clips:
+            scale = float(numpy_helper.to_array(constants[q.input[1]]))
+            zero = numpy_helper.to_array(constants[q.input[2]]) if len(q.input) > 2 else np.uint8(0)
+            grid = np.iinfo(zero.dtype)
+            low, high = (grid.min - int(zero)) * scale, (grid.max - int(zero)) * scale
+            added.extend(
+                [
+                    numpy_helper.from_array(np.array(low, np.float32), f"{name}_low"),
+                    numpy_helper.from_array(np.array(high, np.float32), f"{name}_high"),
+                ]
+            )
+            clips[name] = helper.make_node("Clip", [q.input[0], f"{name}_low", f"{name}_high"], [name], name=name)
+        return name
+
+    nodes, placed = [], set()
+    for node in graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            nodes.append(node)
+            continue
+        for index, tensor in enumerate(node.input):
+            q = rounded_from(tensor)
+            if q is not None and unrounded(node):
+                node.input[index] = clip(q)
+                if node.input[index] not in placed:  # just before its first consumer
+                    nodes.append(clips[node.input[index]])
+                    placed.add(node.input[index])
+            elif node.name in weights and index in (1, 2) and _is_dequantized(producer.get(tensor)):
+                source = float_nodes[node.name].input[index]
+                node.input[index] = f"{source}_float"
+                if node.input[index] not in constants:
+                    value = numpy_helper.from_array(numpy_helper.to_array(float_values[source]), node.input[index])
+                    constants[node.input[index]] = value
+                    added.append(value)
+        nodes.append(node)
+    for out in graph.output if outputs else ():
+        q = rounded_from(out.name)
+        if q is not None:  # the Clip takes the place of the DequantizeLinear that made the output
+            nodes = [clips[clip(q, out.name)] if n is producer[out.name] else n for n in nodes]
+    graph.initializer.extend(added)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    _drop_unused_rounding(model)
+    return model
+
+
+def _is_dequantized(node: Any) -> bool:
+    return node is not None and node.op_type == "DequantizeLinear"
+
+
+def _drop_unused_rounding(model: Any) -> None:
+    """Remove QuantizeLinear/DequantizeLinear nodes nothing reads any more, then unused initializers."""
+    graph = model.graph
+    while True:
+        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        unused = [
+            n
+            for n in graph.node
+            if n.op_type in ("QuantizeLinear", "DequantizeLinear") and not any(o in used for o in n.output)
+        ]
+        if not unused:
+            break
+        for node in unused:
+            graph.node.remove(node)
+    used = {i for n in graph.node for i in n.input}
+    for init in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(init)
+
+
+def _run(model: Any, images: np.ndarray) -> np.ndarray:
+    """The first output of ``model`` on ``images``, in ONNX Runtime."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    feed = model.graph.input[0].name
+    return np.concatenate([session.run(None, {feed: images[i : i + 8]})[0] for i in range(0, len(images), 8)])
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
 class QuantizedModel(OnnxModule):
     """A quantized ONNX file run by ONNX Runtime, as the ``quantize`` pass returns it.
 
@@ -558,5 +781,6 @@ class Quantize(Pass):
             "kept_float": result.kept_float,
             "size_bytes": result.path.stat().st_size,
             "layers": result.layers,
+            "sensitivity": result.sensitivity,
         }
         return quantized, details

@@ -27,7 +27,7 @@ from typing import Any
 
 from torch import nn
 
-from effnet.compress.quantize import QuantizeConfig, _calibration_array, quantize_onnx
+from effnet.compress.quantize import QuantizeConfig, QuantizeResult, _calibration_array, quantize_onnx
 from effnet.errors import EffnetError
 from effnet.schemas import CompressionPass, CompressionReport, QuantError
 
@@ -150,6 +150,8 @@ def _run(
         export_model(tuned, "onnx", source, img_size=size)
     what = f"{config.mode} {config.dtype}"
     _log(f"quantizing ({what}, {config.observer} observer) with up to {config.calib_images} images ...")
+    if config.auto_float:
+        _log(f"ranking layers by output sensitivity to keep {config.auto_float} in float ...")
     result = quantize_onnx(source, out / "model.onnx", config, images)
     files["quantized"] = result.path
     timed.append("quantized")
@@ -188,11 +190,21 @@ def _run(
     report = CompressionReport(
         model=name,
         passes=rows,
-        quant_error=[QuantError(r["layer"], r["mse"], r["sqnr_db"]) for r in result.layers],
+        quant_error=_quant_error(result),
         data=splits.source,
     )
     write_json(out / "report.json", report.to_dict())
     return report
+
+
+def _quant_error(result: QuantizeResult) -> list[QuantError]:
+    """Every layer's error, with its output sensitivity when ``auto_float`` measured it."""
+    kl = {row["layer"]: row["kl"] for row in result.sensitivity}
+    kept = set(result.kept_float)
+    return [
+        QuantError(r["layer"], r["mse"], r["sqnr_db"], output_kl=kl.get(r["layer"]), kept_float=r["layer"] in kept)
+        for r in result.layers
+    ]
 
 
 def _fine_tune(model: nn.Module, job: QuantizeJob, run_dir: Path) -> nn.Module:

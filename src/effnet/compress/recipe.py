@@ -42,10 +42,11 @@ STEPS = ("prune", "distill", "finetune", "quantize", "export")
 SHARED = ("data_dir", "subset", "batch_size", "img_size", "workers", "device", "seed", "threads", "repeats")
 _PRUNE_KEYS = (
     "method target target_kind importance scope round_to steps finetune_epochs lr augment amp sensitivity "
-    "sensitivity_images"
+    "sensitivity_images distill_alpha temperature"
 ).split()
 _QUANTIZE_KEYS = (
-    "mode dtype observer percentile per_channel activations bias_correction keep_float calib_images qat_epochs qat_lr"
+    "mode dtype observer percentile per_channel activations bias_correction keep_float auto_float sensitivity_images "
+    "calib_images qat_epochs qat_lr"
 ).split()
 _TRAIN_KEYS = "epochs lr augment amp temperature alpha".split()
 _STEP_KEYS = {
