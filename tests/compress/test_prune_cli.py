@@ -134,6 +134,19 @@ def test_sensitivity_decides_where_channels_go(trained, tmp_path, capsys):
     config = PassReport.from_dict(json.loads((out / "steps" / "1" / "pass.json").read_text())).config
     assert config["scope"] == "local" and list(config["ratios"])[-1] == "*"
 
+    # A second job reuses the measured sensitivity instead of measuring it again: the same widths.
+    again = tmp_path / "again"
+    reuse = ["--sensitivity", "--sensitivity-file", str(out / "sensitivity.json"), "--steps", "2", *FAST]
+    argv = [a if a != str(out) else str(again) for a in argv]
+    assert main([*argv, *reuse]) == 0, capsys.readouterr().err
+    assert "pruning each unit alone" not in capsys.readouterr().err
+    first = PassReport.from_dict(json.loads((out / "steps" / "2" / "pass.json").read_text())).details["groups"]
+    second = PassReport.from_dict(json.loads((again / "steps" / "2" / "pass.json").read_text())).details["groups"]
+    assert first == second
+    third = [a if a != str(again) else str(tmp_path / "third") for a in argv]
+    assert main([*third, "--sensitivity-file", str(out / "sensitivity.json")]) == 1
+    assert "--sensitivity-file goes with --sensitivity" in capsys.readouterr().err
+
 
 def test_resume_continues_at_the_step_reached(trained, tmp_path, capsys):
     """A job stopped after its first step (step 2 never written) resumes with step 2 only."""

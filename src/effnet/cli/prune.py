@@ -54,6 +54,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=positive_int, default=1, help="prune/fine-tune rounds toward the target (1)")
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tuning epochs per step (default 0)")
     p.add_argument(
+        "--sensitivity-file",
+        default=None,
+        metavar="JSON",
+        help="with --sensitivity: reuse the sensitivity.json of an earlier job on the same checkpoint",
+    )
+    p.add_argument(
         "--distill-alpha",
         type=float,
         default=0.0,
@@ -116,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         sensitivity=args.sensitivity,
         sensitivity_images=args.sensitivity_images,
+        sensitivity_file=args.sensitivity_file,
         distill_alpha=args.distill_alpha,
         temperature=args.temperature,
         augment=args.augment,

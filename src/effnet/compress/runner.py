@@ -104,6 +104,8 @@ class PruneJob:
             problems.append("--sensitivity guides structured pruning; drop it for unstructured")
         if self.sensitivity and self.target_kind == "latency":
             problems.append("--sensitivity takes a channels, params or flops target, not latency")
+        if self.sensitivity_file and not self.sensitivity:
+            problems.append("--sensitivity-file goes with --sensitivity")
         if self.sensitivity_file and not Path(self.sensitivity_file).is_file():
             problems.append(f"sensitivity_file {self.sensitivity_file} does not exist")
         if self.distill_alpha and not self.finetune_epochs:
