@@ -48,7 +48,7 @@ def top1(model: torch.nn.Module, data: str, batch_size: int) -> float:
     return evaluate(model, loader, list(splits.classes), torch.device("cpu")).top1
 
 
-def torch_pruning_copy(model: torch.nn.Module, flops_fraction: float, size: int) -> torch.nn.Module:
+def torch_pruning_copy(model: torch.nn.Module, flops_fraction: float, size: int, round_to: int = 8) -> torch.nn.Module:
     """Torch-Pruning's MetaPruner on a copy, its channel ratio bisected to ``flops_fraction`` of the FLOPs."""
     import torch_pruning as tp
 
@@ -64,7 +64,7 @@ def torch_pruning_copy(model: torch.nn.Module, flops_fraction: float, size: int)
             importance=tp.importance.GroupMagnitudeImportance(p=2),
             pruning_ratio=ratio,
             ignored_layers=[candidate.classifier],
-            round_to=8,
+            round_to=round_to,
         ).step()
         fraction = count_flops(candidate, size) / base
         if fraction <= flops_fraction:

@@ -321,6 +321,7 @@ def _copy_choice(result: AutoResult, out: Path) -> None:
 
 
 def _pruned(job: AutoJob, target: float, folder: Path, sensitivity_file: Path | None) -> CompressionReport:
+    from effnet.compress.prune import channel_multiple
     from effnet.compress.runner import PruneJob, run_prune
 
     if (folder / "report.json").exists():
@@ -331,6 +332,7 @@ def _pruned(job: AutoJob, target: float, folder: Path, sensitivity_file: Path | 
         out=str(folder),
         target=target,
         target_kind="flops",
+        round_to=channel_multiple(job.device),  # the widths the deployment device computes in
         finetune_epochs=job.finetune_epochs,
         distill_alpha=job.distill_alpha,
         sensitivity=job.sensitivity,
