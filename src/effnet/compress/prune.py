@@ -92,7 +92,7 @@ def channel_multiple(device: str = "cpu") -> int:
     ONNX Runtime's CPU convolutions run in a blocked channel layout (NCHWc) whose block is the
     vector width: 16 floats with AVX-512, 8 with AVX2, and widths are padded up to a whole block.
     Measured on an AVX-512 guest (Lite0, 224 px, half the FLOPs removed, ``docs/pruning.md``):
-    multiples of 16 ran at 0.54x the parent's CPU time, multiples of 8 at 0.57-0.61x. CUDA
+    multiples of 16 ran at 0.53x the parent's CPU time, multiples of 8 at 0.56-0.62x. CUDA
     tensor cores work on multiples of 8.
     """
     if device.startswith("cuda"):
