@@ -32,13 +32,14 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 import skimage.data
 import torch
 from PIL import Image
 
 import effnet
 from effnet.bench import benchmark
-from effnet.compress.quantize import QuantizeConfig, quantize_onnx
+from effnet.compress.quantize import QuantizeConfig, _Reader, quantize_onnx
 from effnet.data.images import eval_transform
 from effnet.export import export_model
 from effnet.export.onnx_module import OnnxModule
@@ -90,7 +91,6 @@ def main() -> None:
 
 def run(model, pre, inputs, calibration, held_out, work, args) -> None:  # noqa: ANN001
     """Quantize every variant into ``work`` and print the table."""
-    import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
@@ -102,14 +102,7 @@ def run(model, pre, inputs, calibration, held_out, work, args) -> None:  # noqa:
 
     prepared = work / "pre.onnx"
     quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
-
-    class Reader:
-        def __init__(self) -> None:
-            self.items = iter(calibration)
-
-        def get_next(self):  # noqa: ANN202
-            item = next(self.items, None)
-            return None if item is None else {"input": item[None]}
+    graph = onnx.load(str(prepared))  # for the calibration reader: its input name
 
     without_add = sorted((set(QDQRegistry) | set(QLinearOpsRegistry)) - {"Add"})
     for label, activations, op_types in (
@@ -120,7 +113,7 @@ def run(model, pre, inputs, calibration, held_out, work, args) -> None:  # noqa:
         path = work / f"ort-{len(files)}.onnx"
         with contextlib.redirect_stdout(sys.stderr):
             quantize_static(
-                str(prepared), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                str(prepared), str(path), _Reader(graph, calibration), quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=activations, weight_type=QuantType.QInt8, op_types_to_quantize=op_types,
             )  # fmt: skip
         files[f"ONNX Runtime QDQ, {label}, min/max"] = path

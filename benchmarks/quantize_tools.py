@@ -49,12 +49,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
 import effnet
 from effnet.bench.measure import cpu_name, interleaved_timings, percentile
-from effnet.compress.quantize import QuantizeConfig, quantize_onnx
+from effnet.compress.quantize import QuantizeConfig, _Reader, quantize_onnx
 from effnet.data.datasets import load_data
 from effnet.data.images import eval_transform
 from effnet.export import export_model
@@ -177,19 +178,12 @@ def ort_static(
     prepared = work / "ort-pre.onnx"
     if not prepared.exists():
         quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
-
-    class Reader:
-        def __init__(self) -> None:
-            self.items = iter(calibration)
-
-        def get_next(self):  # noqa: ANN202
-            item = next(self.items, None)
-            return None if item is None else {"input": item[None]}
+    graph = onnx.load(str(prepared))  # for the calibration reader: its input name
 
     path = work / f"ort-{'s8' if signed else 'u8'}.onnx"
     with contextlib.redirect_stdout(sys.stderr):  # ORT's calibrator prints progress
         quantize_static(
-            str(prepared), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+            str(prepared), str(path), _Reader(graph, calibration), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QInt8 if signed else QuantType.QUInt8, weight_type=QuantType.QInt8,
         )  # fmt: skip
     return ort_variant(label, path, sample, args.threads)

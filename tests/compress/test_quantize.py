@@ -357,6 +357,10 @@ def test_quantize_auto_float_reports_the_layers_kept(trained, tmp_path, capsys):
         (["--mode", "dynamic", "--dtype", "bf16"], "no dynamic mode"),
         (["--auto-float", "-1"], "auto_float must be a whole number of layers"),
         (["--auto-float", "2", "--mode", "dynamic"], "auto_float ranks layers of a calibrated int8 model"),
+        (["--mode", "qat", "--dtype", "fp16"], "trains for int8, not fp16"),
+        (["--mode", "qat", "--qat-lr", "0"], "qat_lr must be"),
+        (["--mode", "qat", "--activations", "int8"], "uint8 activations"),
+        (["--resume"], "continues the fine-tune of --mode qat"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(trained, tmp_path, capsys, extra, message):
