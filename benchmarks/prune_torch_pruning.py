@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 import effnet
 from effnet.bench import benchmark
-from effnet.compress.runner import PruneJob, _parent_training, _quicken_batchnorm
+from effnet.compress.runner import _parent_training, _quicken_batchnorm
 from effnet.models.summary import count_flops
 from effnet.training.distill import DistillationTask
 
@@ -63,7 +63,7 @@ def main() -> None:
         pruned.load_state_dict(load_file(str(state)))
     else:
         recipe = {
-            **_parent_training(PruneJob(weights=args.weights)),
+            **_parent_training(args.weights),
             "out": str(out / "train"),
             "epochs": args.finetune_epochs,
             "workers": 0,

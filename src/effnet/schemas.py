@@ -374,6 +374,7 @@ class CompressionPass(Record):
     latency_ms_eager: float | None = None  # batch 1, eager PyTorch
     latency_ms_onnxruntime: float | None = None  # batch 1, ONNX Runtime
     sparsity: float | None = None  # share of zeros among the prunable weights
+    runtime: str | None = None  # the runtime latency_ms was measured on, where a pass chose one
 
 
 @dataclass

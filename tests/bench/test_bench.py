@@ -133,6 +133,32 @@ def test_onnxruntime_runs_the_checked_export_and_onnx_files(tmp_path):
     assert report.onnxruntime_version
 
 
+def test_openvino_runs_the_export_and_onnx_files_on_the_timing_thread(tmp_path, monkeypatch):
+    import sys
+
+    model = tiny_effnet("same")
+    onnx_file = tmp_path / "tiny.onnx"
+    export_model(model, "onnx", onnx_file, img_size=IMG)
+    report = benchmark(
+        [("tiny", model), str(onnx_file)],
+        runtimes=["onnxruntime", "openvino"],
+        warmup=1,
+        repeats=3,
+        threads=1,
+        measure_memory=False,
+    )
+    rows = {(r.model.rsplit("/", 1)[-1], r.runtime): r for r in report.results}
+    assert set(rows) == {(m, rt) for m in ("tiny", "tiny.onnx") for rt in ("onnxruntime", "openvino")}
+    for key in [("tiny", "openvino"), ("tiny.onnx", "openvino")]:
+        row = rows[key]
+        assert row.error is None and row.latency_ms_median > 0
+        assert row.cpu_ms_median > 0.5 * row.latency_ms_median  # one thread: the work is on the timing thread
+    assert rows["tiny", "openvino"].flops == rows["tiny", "onnxruntime"].flops
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    report = benchmark([str(onnx_file)], runtimes=["openvino"], warmup=0, repeats=1, measure_memory=False)
+    assert "needs the openvino package; pip install openvino" in report.results[0].error
+
+
 def test_missing_onnxruntime_is_a_per_model_error(monkeypatch):
     import sys
 
@@ -229,13 +255,13 @@ def test_accuracy_on_an_image_folder_agrees_across_runtimes(tmp_path, sample_pho
     (tmp_path / "0").mkdir(exist_ok=True)  # a class with no images must not matter
     report = benchmark(
         ["efficientnet_lite0:imagenet"],
-        runtimes=["torch", "onnxruntime"],
+        runtimes=["torch", "onnxruntime", "openvino"],
         data=tmp_path,
         warmup=0,
         repeats=1,
         measure_memory=False,
     )
-    assert [r.top1 for r in report.results] == [100.0, 100.0]
+    assert [r.top1 for r in report.results] == [100.0, 100.0, 100.0]
     assert report.data == str(tmp_path) and report.to_dict()["data"] == str(tmp_path)  # what top-1 was measured on
 
 

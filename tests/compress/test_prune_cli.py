@@ -170,18 +170,18 @@ def test_resume_continues_at_the_step_reached(trained, tmp_path, capsys):
 
 
 def test_fine_tuning_repeats_the_parents_crops_and_regularisation(monkeypatch):
-    from effnet.compress.runner import PruneJob, _parent_training
+    from effnet.compress.runner import _parent_training
 
     recorded = {"recipe": {"crop_scale": [0.6, 1.0], "crop_pct": 1.0, "label_smoothing": 0.0, "lr": 5.0, "mixup": None}}
     monkeypatch.setattr("effnet.weights.io.read_metadata", lambda path: recorded)
     # The crops and smoothing come from the parent; its learning rate and unset options do not.
-    assert _parent_training(PruneJob(weights="parent.safetensors")) == {
+    assert _parent_training("parent.safetensors") == {
         "crop_scale": [0.6, 1.0],
         "crop_pct": 1.0,
         "label_smoothing": 0.0,
     }
     monkeypatch.setattr("effnet.weights.io.read_metadata", lambda path: {})
-    assert _parent_training(PruneJob(weights="parent.safetensors")) == {}
+    assert _parent_training("parent.safetensors") == {}
 
 
 def test_recovery_fine_tuning_uses_a_quicker_batch_norm_momentum():

@@ -306,13 +306,20 @@ def test_quantize_writes_a_model_every_command_runs(trained, tmp_path, capsys):
     assert weights.read_bytes() == before
     assert sorted(p.name for p in out.iterdir()) == ["bench.json", "model.onnx", "report.json"]
     report = CompressionReport.from_dict(json.loads((out / "report.json").read_text()))
-    original, quantized = report.passes
+    # --runtime auto timed the quantized file in both runtimes and recorded the faster accurate one.
+    original, quantized, other = report.passes
+    meta = json.loads(onnx.load(str(out / "model.onnx")).metadata_props[0].value)
+    measured = meta["quantization"]["runtimes_measured"]
+    assert sorted(measured) == ["onnxruntime", "openvino"] and quantized.runtime == meta["runtime"]
+    assert other.name == f"quantized ({other.runtime})" and other.runtime != quantized.runtime
+    assert quantized.latency_ms == measured[quantized.runtime]["latency_ms"]
+    assert quantized.top1 == measured[quantized.runtime]["top1"] and other.top1 == measured[other.runtime]["top1"]
     assert quantized.size_mb < 0.3 * original.size_mb
-    assert original.latency_ms_onnxruntime and quantized.latency_ms_onnxruntime
+    assert original.latency_ms_onnxruntime and quantized.latency_ms_onnxruntime and other.latency_ms
     assert original.top1 is not None and quantized.top1 is not None
     assert len(report.quant_error) == 50
     bench = BenchReport.from_dict(json.loads((out / "bench.json").read_text()))
-    assert len(bench.results) == 2
+    assert len(bench.results) == 4  # float and quantized, each in both runtimes
 
     model = str(out / "model.onnx")
     assert main(["eval", "--weights", model, "--data", str(data), "--workers", "0", "--json"]) == 0
@@ -321,7 +328,7 @@ def test_quantize_writes_a_model_every_command_runs(trained, tmp_path, capsys):
     assert main(["predict", str(image), "--weights", model, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["predictions"][0]["label"].startswith("class_")
     assert main(["bench", model, "--repeats", "2", "--warmup", "1", "--threads", "1", "--json"]) == 0
-    capsys.readouterr()
+    assert [r["runtime"] for r in json.loads(capsys.readouterr().out)["results"]] == [meta["runtime"]]
 
     html = tmp_path / "report.html"
     done = subprocess.run(
@@ -330,6 +337,47 @@ def test_quantize_writes_a_model_every_command_runs(trained, tmp_path, capsys):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "quantized" in html.read_text()
+
+
+def test_runtime_choice_is_the_fastest_within_the_accuracy_tolerance():
+    from effnet.compress.quantize_runner import _choose_runtime
+
+    def runs(ort, ov):
+        return {"onnxruntime": {"top1": ort[0], "latency_ms": ort[1]}, "openvino": {"top1": ov[0], "latency_ms": ov[1]}}
+
+    assert _choose_runtime("auto", runs((90.0, 1.0), (90.0, 0.8))) == "openvino"
+    assert _choose_runtime("auto", runs((90.0, 1.0), (89.6, 0.8))) == "openvino"  # within 0.5 points
+    assert _choose_runtime("auto", runs((90.0, 1.0), (89.0, 0.8))) == "onnxruntime"  # faster but less accurate
+    assert _choose_runtime("auto", runs((90.0, 0.7), (90.3, 0.8))) == "onnxruntime"
+    assert _choose_runtime("openvino", runs((90.0, 0.7), (80.0, 0.8))) == "openvino"  # asked for
+    timed = runs((90.0, 1.0), (90.0, 0.8))  # wall clock says OpenVINO; one-thread CPU time says otherwise
+    timed["onnxruntime"]["cpu_ms"], timed["openvino"]["cpu_ms"] = 0.6, 0.7
+    assert _choose_runtime("auto", timed) == "onnxruntime"
+
+
+def test_a_file_quantized_for_openvino_runs_there_and_falls_back_without_it(trained, tmp_path, capsys, monkeypatch):
+    data, weights = trained
+    out = tmp_path / "q"
+    argv = ["quantize", "--weights", str(weights), "--data", str(data), "--out", str(out), *FAST]
+    assert main([*argv, "--runtime", "openvino"]) == 0, capsys.readouterr().err
+    assert "openvino" in capsys.readouterr().out
+    model = str(out / "model.onnx")
+    module = OnnxModule(model)
+    assert module.runtime == "openvino"
+    images = torch.randn(3, 3, SIZE, SIZE)
+    in_ort = OnnxModule(model, runtime="onnxruntime")(images)
+    assert torch.allclose(module(images), in_ort, atol=0.1)  # the same int8 file, two runtimes' kernels
+    assert main(["bench", model, "--repeats", "2", "--warmup", "1", "--threads", "1", "--json"]) == 0
+    assert [r["runtime"] for r in json.loads(capsys.readouterr().out)["results"]] == ["openvino"]
+    # Where OpenVINO is missing the file still runs, in ONNX Runtime, and says so; asking for it is refused.
+    monkeypatch.setattr("effnet.export.ov_runtime.openvino_available", lambda: False)
+    assert OnnxModule(model).runtime == "onnxruntime"
+    assert "running it in ONNX Runtime" in capsys.readouterr().err
+    monkeypatch.setattr("effnet.compress.quantize_runner.openvino_available", lambda: False)
+    refused = ["quantize", "--weights", str(weights), "--data", str(data), "--out", str(tmp_path / "o"), *FAST]
+    assert main([*refused, "--runtime", "openvino"]) == 1
+    err = capsys.readouterr().err
+    assert "needs the openvino package" in err and "Traceback" not in err and not (tmp_path / "o").exists()
 
 
 def test_quantize_auto_float_reports_the_layers_kept(trained, tmp_path, capsys):

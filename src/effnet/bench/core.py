@@ -10,6 +10,7 @@ in its result and the rest are still measured.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -23,11 +24,13 @@ from torch import nn
 from effnet.bench.accuracy import open_image_folder, scaled_preprocessing, top1_accuracy
 from effnet.bench.measure import cpu_name, device_name, interleaved_timings, percentile
 from effnet.bench.reference import REFERENCES, reference_model
-from effnet.bench.runners import PRECISIONS, RUNTIMES, OrtRunner, Runner, TorchRunner
+from effnet.bench.runners import PRECISIONS, RUNTIMES, OpenVinoRunner, OrtRunner, Runner, TorchRunner
 from effnet.devices import resolve_device
 from effnet.errors import EffnetError
-from effnet.export.formats import onnx_metadata, short_message
+from effnet.export.formats import METADATA_KEY, onnx_metadata, short_message
 from effnet.export.fuse import fuse_for_inference
+from effnet.export.onnx_module import recorded_runtime
+from effnet.export.ov_runtime import RUNTIMES as ONNX_RUNTIMES
 from effnet.export.pipeline import default_input_size, export_model, input_channels
 from effnet.export.source import load_model
 from effnet.models.summary import count_flops
@@ -88,17 +91,19 @@ def benchmark(
 
     Args:
         models: names (``efficientnet_b0``, random weights), ``NAME:WEIGHTS``
-            (``efficientnet_lite0:imagenet``), checkpoint paths, ``.onnx`` files (always run
-            with ONNX Runtime), modules, or ``(label, module)`` pairs.
-        runtimes: any of ``torch``, ``compile``, ``onnxruntime``; each PyTorch model is measured
-            on each. For ``onnxruntime`` a PyTorch model is first exported with
-            :func:`effnet.export.export_model` (fused, checked, dynamic batch).
+            (``efficientnet_lite0:imagenet``), checkpoint paths, ``.onnx`` files, modules, or
+            ``(label, module)`` pairs.
+        runtimes: any of ``torch``, ``compile``, ``onnxruntime``, ``openvino``; each PyTorch model
+            is measured on each. For ``onnxruntime`` and ``openvino`` a PyTorch model is first
+            exported with :func:`effnet.export.export_model` (fused, checked, dynamic batch). An
+            ``.onnx`` file runs on the ONNX runtimes among ``runtimes``, else on the runtime it
+            records (``effnet quantize`` records the one it measured fastest) or ONNX Runtime.
         reference: ``torchvision`` or ``timm``: also measure that library's implementation of
             each effnet model, holding the same weights.
         data: an ImageFolder-style directory; adds top-1 accuracy.
         fuse: measure PyTorch runtimes on :func:`effnet.export.fuse_for_inference` copies.
         channels_last: run PyTorch runtimes in NHWC memory format (often faster on CPU).
-        threads: intra-op threads for PyTorch and ONNX Runtime (default: PyTorch's current).
+        threads: intra-op threads for PyTorch, ONNX Runtime and OpenVINO (default: PyTorch's current).
 
     >>> report = benchmark(["efficientnet_lite0"], img_size=64, warmup=1, repeats=3, measure_memory=False)
     >>> report.results[0].latency_ms_median > 0
@@ -221,12 +226,29 @@ class _Settings:
     workdir: Path  # where ONNX exports for ONNX Runtime live during the call
 
 
+RECORDED = "recorded"  # an ONNX file's candidate before its metadata names the runtime
+
+
+def _file_metadata(path: Path) -> dict[str, Any]:
+    """effnet's metadata in an ONNX file, read without a runtime (empty if there is none)."""
+
+    try:
+        import onnx
+
+        props = onnx.load(str(path), load_external_data=False).metadata_props
+        return json.loads(next((p.value for p in props if p.key == METADATA_KEY), "{}"))
+    except Exception:  # unreadable here: the runtime that loads the file reports it properly
+        return {}
+
+
 def _make_candidates(
     targets: list[_Target], runtimes: Sequence[str], settings: _Settings, say: Callable[[str], None]
 ) -> list[_Candidate]:
     candidates = []
     for number, target in enumerate(targets):
-        kinds = ["onnxruntime"] if target.onnx_path is not None else list(dict.fromkeys(runtimes))
+        kinds = list(dict.fromkeys(runtimes))
+        if target.onnx_path is not None:  # ONNX files run on the ONNX runtimes asked for, else their own
+            kinds = [r for r in kinds if r in ONNX_RUNTIMES] or [RECORDED]
         for runtime in kinds:
             candidate = _Candidate(target, runtime, settings.precision)
             candidate.img_size = settings.img_size or 0
@@ -246,8 +268,11 @@ def _make_candidates(
 def _prepare_candidate(c: _Candidate, number: int, settings: _Settings, say: Callable[[str], None]) -> None:
     target = c.target
     if target.onnx_path is not None:
-        say(f"loading {target.label} into ONNX Runtime")
-        c.runner = OrtRunner(target.onnx_path, settings.threads, settings.device, c.img_size or None)
+        if c.runtime == RECORDED:
+            c.runtime = recorded_runtime(_file_metadata(target.onnx_path))
+        say(f"loading {target.label} into {'OpenVINO' if c.runtime == 'openvino' else 'ONNX Runtime'}")
+        runner_class = OpenVinoRunner if c.runtime == "openvino" else OrtRunner
+        c.runner = runner_class(target.onnx_path, settings.threads, settings.device, c.img_size or None)
         c.precision, c.img_size = c.runner.precision, c.runner.img_size
         target.meta = target.meta or onnx_metadata(c.runner.session)
         return
@@ -260,13 +285,15 @@ def _prepare_candidate(c: _Candidate, number: int, settings: _Settings, say: Cal
         finally:
             module.train(was_training)
     c.flops = target.flops
-    if c.runtime == "onnxruntime":
+    if c.runtime in ONNX_RUNTIMES:
         if c.precision != "fp32":
-            raise EffnetError("ONNX Runtime runs the fp32 export; use --precision fp32 with --runtime onnxruntime")
+            raise EffnetError(f"{c.runtime} runs the fp32 export; use --precision fp32 with --runtime {c.runtime}")
         path = settings.workdir / f"{number}-{Path(target.label).name.replace(':', '_')}.onnx"
-        say(f"exporting {target.label} to ONNX for ONNX Runtime")
-        export_model(module, "onnx", path, img_size=c.img_size, dynamic_batch=True, fuse=target.fuse_for_export)
-        c.runner = OrtRunner(path, settings.threads, settings.device, c.img_size)
+        if not path.exists():  # one export serves both ONNX runtimes
+            say(f"exporting {target.label} to ONNX")
+            export_model(module, "onnx", path, img_size=c.img_size, dynamic_batch=True, fuse=target.fuse_for_export)
+        runner_class = OpenVinoRunner if c.runtime == "openvino" else OrtRunner
+        c.runner = runner_class(path, settings.threads, settings.device, c.img_size)
         return
     measured = fuse_for_inference(module) if settings.fuse else _copy_for_runtime(module)
     c.runner = TorchRunner(

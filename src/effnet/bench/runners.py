@@ -3,7 +3,8 @@
 - ``torch``: eager PyTorch under ``torch.inference_mode``;
 - ``compile``: ``torch.compile`` (Inductor by default) of the same module;
 - ``onnxruntime``: an ONNX file in an ONNX Runtime session, either a file the user gave or
-  the checked export :func:`effnet.export.export_model` writes for a PyTorch model.
+  the checked export :func:`effnet.export.export_model` writes for a PyTorch model;
+- ``openvino``: the same ONNX file on OpenVINO's CPU plugin (:mod:`effnet.export.ov_runtime`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from effnet.errors import EffnetError
 from effnet.export.formats import onnxruntime_session
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-RUNTIMES = ("torch", "compile", "onnxruntime")
+RUNTIMES = ("torch", "compile", "onnxruntime", "openvino")
 _ORT_TYPES = {"tensor(float)": ("fp32", np.float32), "tensor(float16)": ("fp16", np.float16)}
 
 
@@ -190,6 +191,44 @@ class OrtRunner(Runner):
                 raise MemoryError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "out of memory")
             return None
         return json.loads(done.stdout)["bytes"] / MiB
+
+
+class OpenVinoRunner(OrtRunner):
+    """An ONNX file on OpenVINO's CPU plugin; ONNX Runtime's session only reads the file's input and metadata."""
+
+    runtime = "openvino"
+
+    def __init__(self, path: str | Path, threads: int | None, device: torch.device, img_size: int | None = None):
+        from effnet.export.ov_runtime import OpenVinoSession
+
+        if device.type != "cpu":
+            raise EffnetError("effnet runs OpenVINO on the CPU only; use --device cpu")
+        super().__init__(path, threads, device, img_size)
+        self.openvino = OpenVinoSession(self.path, threads)
+
+    def prepare(self, batch_size: int) -> Callable[[], None]:
+        x = self._input(batch_size)
+        request = self.openvino.request(x.shape)
+
+        def run() -> None:
+            request.infer({0: x})
+
+        return run
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.numpy().astype(self.np_dtype)
+        step = self.fixed_batch or len(x)
+        outputs = []
+        for start in range(0, len(x), step):
+            chunk = x[start : start + step]
+            real = len(chunk)
+            if real < step:
+                chunk = np.concatenate([chunk, np.zeros((step - real, *chunk.shape[1:]), chunk.dtype)])
+            outputs.append(self.openvino.run(chunk)[:real])
+        return torch.from_numpy(np.concatenate(outputs)).float()
+
+    def peak_memory_mb(self, batch_size: int) -> float | None:
+        return None  # no allocator statistics, and the probe process measures ONNX Runtime
 
 
 # The peak is read from VmHWM, the high-water mark of this process's own address space;

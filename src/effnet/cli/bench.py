@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 # effnet.bench's names, spelt out so that `effnet bench --help` needs no PyTorch import
 # (tests/bench/test_bench_cli.py checks that they match).
-RUNTIMES = ("torch", "compile", "onnxruntime")
+RUNTIMES = ("torch", "compile", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "fp16", "bf16")
 REFERENCES = ("torchvision", "timm")
 
@@ -42,12 +42,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="measure latency, throughput, memory, size and accuracy",
         description=__doc__,
         epilog="MODEL is a name (random weights), NAME:WEIGHTS (e.g. efficientnet_lite0:imagenet), a checkpoint "
-        "path, or an .onnx file (run with ONNX Runtime). All candidates are timed round-robin, so their ratios "
+        "path, or an .onnx file (run on the ONNX runtimes asked for, else on the one it records). All "
+        "candidates are timed round-robin, so their ratios "
         "hold on a busy machine.",
     )
     p.add_argument("models", nargs="+", metavar="MODEL", help="models to measure (see below)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    p.add_argument("--threads", type=positive_int, help="intra-op threads for PyTorch and ONNX Runtime")
+    p.add_argument("--threads", type=positive_int, help="intra-op threads for PyTorch, ONNX Runtime and OpenVINO")
     p.add_argument("--batch-sizes", type=_int_list, default=[1], help="comma-separated, e.g. 1,8,64 (default: 1)")
     p.add_argument("--img-size", type=image_size, help="square input side (default: each model's own)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="PyTorch runtimes only (default: fp32)")
@@ -55,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--runtime",
         type=_runtime_list,
         default=["torch"],
-        help="one or more (comma-separated) of torch, compile, onnxruntime (default: torch)",
+        help="one or more (comma-separated) of torch, compile, onnxruntime, openvino (default: torch)",
     )
     p.add_argument("--reference", choices=REFERENCES, help="also measure that library's model, same weights")
     p.add_argument("--data", metavar="DIR", help="ImageFolder-style DIR/<class>/*.jpg: add top-1 accuracy")

@@ -366,6 +366,7 @@ def _quantized(job: AutoJob, weights: Path, folder: Path) -> tuple[Path, Compres
         data=job.data,
         out=str(folder),
         config=config,
+        runtime="onnxruntime",  # the runtime every candidate is measured on
         data_dir=job.data_dir,
         subset=job.subset,
         batch_size=job.batch_size,
@@ -392,13 +393,19 @@ def _family_problem(member: str) -> str | None:
     return None
 
 
+# What a family member repeats from the original's recipe besides what pruned rungs repeat.
+_FAMILY_INHERITED = ("augment", "optimizer", "lr", "weight_decay", "warmup_epochs", "drop_rate", "drop_path")
+
+
 def _trained(job: AutoJob, member: str, folder: Path) -> Path:
     """Train a family member on the job's data at ``family_epochs``: the scale-instead-of-compress row.
 
-    With ``distill_alpha`` the member learns from the original as teacher too (Hinton et al.,
-    2015), the same help the pruned rungs get, so the comparison stays even.
+    It repeats the original's recorded recipe (optimizer, learning rate, augmentation, crops,
+    regularisation) so that only the network differs. With ``distill_alpha`` the member learns
+    from the original as teacher too (Hinton et al., 2015), the same help the pruned rungs get.
     """
     import effnet
+    from effnet.compress.runner import _INHERITED, _parent_training
     from effnet.training.distill import distill
 
     best = folder / "best.safetensors"
@@ -409,6 +416,7 @@ def _trained(job: AutoJob, member: str, folder: Path) -> Path:
     _log(f"candidate scale:{name}: trained on {job.data} for {job.family_epochs} epoch(s)"
          + (f" from {weights} weights" if weights else " from scratch") + teacher)  # fmt: skip
     recipe = {
+        **_parent_training(job.weights, _INHERITED + _FAMILY_INHERITED),
         "data": job.data,
         "out": str(folder),
         "epochs": job.family_epochs,

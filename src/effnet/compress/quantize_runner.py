@@ -3,8 +3,10 @@
 The checkpoint is exported to ONNX and quantized (:mod:`effnet.compress.quantize`) with
 calibration images drawn from the training split of ``data``; then the float export and the
 quantized file are measured in one run: size on disk, top-1 on the validation split, and batch-1
-latency in ONNX Runtime, the two timed interleaved. ``OUT/model.onnx`` is the quantized model
-(it records its preprocessing, classes and quantization settings, so ``effnet predict``,
+latency in ONNX Runtime and, with ``runtime="auto"`` where OpenVINO is installed (or
+``"openvino"``), in OpenVINO too, all timed interleaved. ``auto`` records the fastest runtime whose
+top-1 is within 0.5 points of the best in the file. ``OUT/model.onnx`` is the quantized model
+(it records its preprocessing, classes, quantization settings and runtime, so ``effnet predict``,
 ``eval`` and ``bench`` run it), ``OUT/report.json`` the numbers and the per-layer error
 (schema ``effnet.compression``, which ``effnet report`` draws) and ``OUT/bench.json`` the timing.
 
@@ -29,6 +31,8 @@ from torch import nn
 
 from effnet.compress.quantize import QuantizeConfig, QuantizeResult, _calibration_array, quantize_onnx
 from effnet.errors import EffnetError
+from effnet.export.ov_runtime import RUNTIMES as ONNX_RUNTIMES
+from effnet.export.ov_runtime import openvino_available
 from effnet.schemas import CompressionPass, CompressionReport, QuantError
 
 __all__ = ["QuantizeJob", "run_quantize"]
@@ -70,11 +74,13 @@ def run_quantize(job: QuantizeJob) -> CompressionReport:
     from effnet.sizes import input_size_problem, resolve_input_size
 
     problems = job.config.validate()
-    if job.runtime not in ("auto", "onnxruntime"):
+    if job.runtime not in ("auto", *ONNX_RUNTIMES):
         problems.append(
-            f"runtime {job.runtime!r} is not available: effnet quantizes for ONNX Runtime (PyTorch's int8 path "
-            "measured 1.95x slower than float on this kind of CPU, docs/quantization.md); use --runtime onnxruntime"
+            f"runtime {job.runtime!r} is not available: effnet quantizes for ONNX Runtime or OpenVINO (PyTorch's "
+            "int8 path measured 5x slower than float here, docs/quantization.md); use --runtime auto"
         )
+    elif job.runtime == "openvino" and not openvino_available():
+        problems.append("--runtime openvino needs the openvino package; pip install openvino, or use --runtime auto")
     if job.img_size is not None and input_size_problem(job.img_size, "img_size"):
         problems.append(str(input_size_problem(job.img_size, "img_size")))
     if problems:
@@ -155,37 +161,59 @@ def _run(
     result = quantize_onnx(source, out / "model.onnx", config, images)
     files["quantized"] = result.path
     timed.append("quantized")
+    runtimes = _runtimes(job)
     _log(f"measuring top-1 of {', '.join(files)} on {splits.source} ...")
     classes = list(splits.classes)
-    top1 = {
-        label: float(evaluate(OnnxModule(path, threads=job.threads), validation, classes, _cpu()).top1)
-        for label, path in files.items()
-    }
-    _log(f"timing {', '.join(timed)} in ONNX Runtime at {size} px, batch 1, interleaved ...")
+
+    def accuracy(path: Path, runtime: str) -> float:
+        module = OnnxModule(path, threads=job.threads, runtime=runtime)
+        return float(evaluate(module, validation, classes, _cpu()).top1)
+
+    top1 = {(label, "onnxruntime"): accuracy(path, "onnxruntime") for label, path in files.items()}
+    top1.update({("quantized", r): accuracy(result.path, r) for r in runtimes if r != "onnxruntime"})
+    _log(f"timing {', '.join(timed)} in {' and '.join(runtimes)} at {size} px, batch 1, interleaved ...")
     bench = benchmark(
         [str(files[label]) for label in timed],
-        runtimes=("onnxruntime",),
+        runtimes=runtimes,
         img_size=size,
         threads=job.threads,
         repeats=job.repeats,
         measure_memory=False,
     )
     write_json(out / "bench.json", bench.to_dict())
-    latency = {r.model: r.latency_ms_median for r in bench.results}
+    latency = {(r.model, r.runtime): r.latency_ms_median for r in bench.results}
+    cpu = {(r.model, r.runtime): r.cpu_ms_median for r in bench.results}
+    measured = {
+        r: {
+            "top1": top1[("quantized", r)],
+            "latency_ms": latency.get((str(result.path), r)),
+            "cpu_ms": cpu.get((str(result.path), r)),  # one thread: its CPU time, which other jobs do not inflate
+        }
+        for r in runtimes
+    }
+    chosen = _choose_runtime(job.runtime, measured)
+    _record_runtime(result.path, chosen, measured)
+    if len(runtimes) > 1:
+        _log(f"runtime: {chosen} (" + ", ".join(f"{r} {_ms(m['latency_ms'])} ms, top-1 {m['top1']:.2f}%"
+                                              for r, m in measured.items()) + ")")  # fmt: skip
     flops = count_flops(model, size)
     params = sum(p.numel() for p in model.parameters())
-    rows = [
-        CompressionPass(
-            name=label,
+
+    def row(label: str, path: Path, runtime: str, name: str) -> CompressionPass:
+        return CompressionPass(
+            name=name,
             params=params,
             flops=flops,
             size_mb=path.stat().st_size / 2**20,
-            top1=top1[label],
-            latency_ms=latency.get(str(path)),
-            latency_ms_onnxruntime=latency.get(str(path)),
+            top1=top1[(label, runtime)],
+            latency_ms=latency.get((str(path), runtime)),
+            latency_ms_onnxruntime=latency.get((str(path), "onnxruntime")),
+            runtime=runtime,
         )
-        for label, path in files.items()
-    ]
+
+    rows = [row(label, path, chosen if label == "quantized" else "onnxruntime", label) for label, path in files.items()]
+    # The runtimes measured and not chosen, so that the report shows what the choice was made from.
+    rows += [row("quantized", result.path, r, f"quantized ({r})") for r in runtimes if r != chosen]
     name = str(getattr(getattr(model, "config", None), "name", None) or type(model).__name__)
     report = CompressionReport(
         model=name,
@@ -195,6 +223,51 @@ def _run(
     )
     write_json(out / "report.json", report.to_dict())
     return report
+
+
+# A runtime may be chosen for speed only while its top-1 stays this close to the best runtime's.
+RUNTIME_TOP1_TOLERANCE = 0.5
+
+
+def _runtimes(job: QuantizeJob) -> tuple[str, ...]:
+    """The runtimes the quantized file is measured on: ONNX Runtime, and OpenVINO where it is asked for or installed."""
+    if job.runtime == "onnxruntime" or (job.runtime == "auto" and not openvino_available()):
+        return ("onnxruntime",)
+    return ("onnxruntime", "openvino")
+
+
+def _choose_runtime(asked: str, measured: dict[str, dict[str, Any]]) -> str:
+    """``asked``, or for ``auto`` the fastest runtime whose top-1 is within the tolerance of the best.
+
+    Fastest by CPU time where every runtime has one (timed with one thread), else by wall-clock median.
+    """
+    if asked != "auto":
+        return asked
+    key = "cpu_ms" if all(m.get("cpu_ms") for m in measured.values()) else "latency_ms"
+    best = max(m["top1"] for m in measured.values())
+    accurate = [r for r, m in measured.items() if m["top1"] >= best - RUNTIME_TOP1_TOLERANCE and m.get(key)]
+    return min(accurate, key=lambda r: measured[r][key]) if accurate else "onnxruntime"
+
+
+def _record_runtime(path: Path, chosen: str, measured: dict[str, dict[str, Any]]) -> None:
+    """Name the chosen runtime in the file's metadata (``predict``, ``eval``, ``bench`` run it there)."""
+    import json
+
+    import onnx
+
+    from effnet.export.formats import METADATA_KEY
+
+    model = onnx.load(str(path))
+    entry = next(p for p in model.metadata_props if p.key == METADATA_KEY)
+    meta = json.loads(entry.value)
+    meta["runtime"] = chosen
+    meta["quantization"]["runtimes_measured"] = measured
+    entry.value = json.dumps(meta)
+    onnx.save(model, str(path))
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _quant_error(result: QuantizeResult) -> list[QuantError]:

@@ -213,6 +213,7 @@ def _run_step(recipe: Recipe, step: RecipeStep, current: Path, folder: Path) -> 
             data=recipe.data,
             out=str(folder),
             config=_quantize_config(step),
+            runtime="onnxruntime",  # the runtime every stage is measured on
             **{k: v for k, v in recipe.shared.items() if k in _QUANTIZE_JOB_KEYS},
         )
         return folder / "model.onnx", run_quantize(job)

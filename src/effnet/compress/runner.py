@@ -18,6 +18,7 @@ ratio reaches the goal.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -434,7 +435,7 @@ def _fine_tune(
     from effnet.training.engine import fit
 
     recipe = {
-        **_parent_training(job),
+        **_parent_training(job.weights),
         "data": job.data,
         "data_dir": job.data_dir,
         "val_split": job.val_split,
@@ -500,11 +501,12 @@ def _quicken_batchnorm(model: nn.Module, momentum: float = 0.1) -> float | None:
 _INHERITED = ("crop_scale", "crop_pct", "interpolation", "label_smoothing", "mixup", "cutmix")
 
 
-def _parent_training(job: PruneJob) -> dict[str, Any]:
+def _parent_training(weights: str | os.PathLike[str], keys: tuple[str, ...] = _INHERITED) -> dict[str, Any]:
+    """The ``keys`` of the recipe recorded in checkpoint ``weights`` that were set (none for other checkpoints)."""
     from effnet.weights.io import read_metadata
 
-    recorded = read_metadata(job.weights).get("recipe") or {}
-    return {k: recorded[k] for k in _INHERITED if isinstance(recorded, dict) and recorded.get(k) is not None}
+    recorded = read_metadata(weights).get("recipe") or {}
+    return {k: recorded[k] for k in keys if isinstance(recorded, dict) and recorded.get(k) is not None}
 
 
 def _flops_for_latency(original: nn.Module, job: PruneJob, size: int) -> float:
