@@ -149,10 +149,12 @@ def test_openvino_runs_the_export_and_onnx_files_on_the_timing_thread(tmp_path, 
     )
     rows = {(r.model.rsplit("/", 1)[-1], r.runtime): r for r in report.results}
     assert set(rows) == {(m, rt) for m in ("tiny", "tiny.onnx") for rt in ("onnxruntime", "openvino")}
-    for key in [("tiny", "openvino"), ("tiny.onnx", "openvino")]:
-        row = rows[key]
+    for name in ("tiny", "tiny.onnx"):
+        row, ort = rows[name, "openvino"], rows[name, "onnxruntime"]
         assert row.error is None and row.latency_ms_median > 0
-        assert row.cpu_ms_median > 0.5 * row.latency_ms_median  # one thread: the work is on the timing thread
+        # One thread: OpenVINO computes on the timing thread, whose CPU time is then comparable to
+        # ONNX Runtime's (a worker thread would leave it only the hand-off).
+        assert row.cpu_ms_median > 0.2 * ort.cpu_ms_median
     assert rows["tiny", "openvino"].flops == rows["tiny", "onnxruntime"].flops
     monkeypatch.setitem(sys.modules, "openvino", None)
     report = benchmark([str(onnx_file)], runtimes=["openvino"], warmup=0, repeats=1, measure_memory=False)

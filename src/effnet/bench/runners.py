@@ -165,8 +165,11 @@ class OrtRunner(Runner):
             real = len(chunk)
             if real < step:  # a fixed-batch file: pad the last chunk, then drop the padding
                 chunk = np.concatenate([chunk, np.zeros((step - real, *chunk.shape[1:]), chunk.dtype)])
-            outputs.append(self.session.run(None, {self.input_name: chunk})[0][:real])
+            outputs.append(self._run(chunk)[:real])
         return torch.from_numpy(np.concatenate(outputs)).float()
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x})[0]
 
     def peak_memory_mb(self, batch_size: int) -> float | None:
         """Resident memory the session adds to a fresh process (weights, arena, workspace), in MiB.
@@ -215,17 +218,8 @@ class OpenVinoRunner(OrtRunner):
 
         return run
 
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.numpy().astype(self.np_dtype)
-        step = self.fixed_batch or len(x)
-        outputs = []
-        for start in range(0, len(x), step):
-            chunk = x[start : start + step]
-            real = len(chunk)
-            if real < step:
-                chunk = np.concatenate([chunk, np.zeros((step - real, *chunk.shape[1:]), chunk.dtype)])
-            outputs.append(self.openvino.run(chunk)[:real])
-        return torch.from_numpy(np.concatenate(outputs)).float()
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return self.openvino.run(x)
 
     def peak_memory_mb(self, batch_size: int) -> float | None:
         return None  # no allocator statistics, and the probe process measures ONNX Runtime
