@@ -15,7 +15,8 @@ The variants: ONNX Runtime's static QDQ with its default signed int8 activations
 activations (min/max calibration, per-channel weights; what users get from the tool), and with
 uint8 activations but ``Add`` left out of ``op_types_to_quantize``; then effnet's
 ``quantize_model`` with and without bias correction, each observer, ``auto_float`` (mixed
-precision: the N layers whose quantization alone moves the output most kept in float), fp16
+precision: the N layers whose quantization alone moves the output most kept in float), AdaRound
+rounding (``rounding="adaround"``) with and without bias correction, fp16
 storage, ``keep_float`` of the four layers with the worst SQNR (the ranking ``auto_float``
 replaces), and the default file with its residual additions computed in float (an experiment,
 not an option).
@@ -72,6 +73,8 @@ def main() -> None:
     parser.add_argument("--model", default="efficientnet_lite0")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=100)
+    parser.add_argument("--only", nargs="*", default=None, help="keep the effnet variants whose label has one of these")
+    parser.add_argument("--adaround-iters", type=int, default=300)
     args = parser.parse_args()
 
     model = effnet.create_model(args.model, weights="imagenet").eval()
@@ -124,7 +127,18 @@ def run(model, pre, inputs, calibration, held_out, work, args) -> None:  # noqa:
         "effnet int8, min/max, no bias correction": QuantizeConfig(bias_correction=False),
         **{f"effnet int8, default + auto_float={n}": QuantizeConfig(auto_float=n) for n in (1, 2, 4, 8)},
         "effnet fp16 storage": QuantizeConfig(dtype="fp16"),
+        "effnet int8, AdaRound + bias correction": QuantizeConfig(
+            rounding="adaround", adaround_iters=args.adaround_iters
+        ),
+        "effnet int8, AdaRound, no bias correction": QuantizeConfig(
+            rounding="adaround", adaround_iters=args.adaround_iters, bias_correction=False
+        ),
+        "effnet int8, AdaRound + bias correction + auto_float=4": QuantizeConfig(
+            rounding="adaround", adaround_iters=args.adaround_iters, auto_float=4
+        ),
     }
+    if args.only is not None:  # the default stays: it is the keep_float control's source
+        variants = {k: v for k, v in variants.items() if "(default)" in k or any(o in k for o in args.only)}
     kept = {}
     for i, (label, config) in enumerate(variants.items()):
         path = work / f"effnet-{i}.onnx"

@@ -7,7 +7,8 @@ From the float ONNX export of ``--weights`` it builds:
 - ONNX Runtime's ``quantize_static`` (QDQ, per-channel int8 weights, min/max calibration) with its
   default signed int8 activations and with uint8 activations, called as a user would on the float
   export after ``quant_pre_process`` (as ``benchmarks/quantize_photos.py`` does);
-- effnet's static int8 (``quantize_onnx`` with ``QuantizeConfig()``'s defaults);
+- effnet's static int8 (``quantize_onnx`` with ``QuantizeConfig()``'s defaults), in ONNX Runtime
+  and read by OpenVINO (``effnet quantize --runtime auto`` chooses between the two);
 - OpenVINO fp32 (the float ONNX read by OpenVINO) and NNCF post-training quantization of that
   OpenVINO model (``nncf.quantize``, default preset) into OpenVINO int8, both on OpenVINO's CPU
   plugin with ``INFERENCE_NUM_THREADS`` = ``--threads``, one stream, f32 inference precision;
@@ -137,6 +138,7 @@ def build(model: nn.Module, size: int, calibration: np.ndarray, sample: np.ndarr
         (ORT_S8, lambda: ort_static(ORT_S8, float_path, calibration, sample, True, work, args)),
         (ORT_U8, lambda: ort_static(ORT_U8, float_path, calibration, sample, False, work, args)),
         ("effnet int8 (defaults)", lambda: effnet_static(float_path, calibration, sample, work, args)),
+        ("effnet int8 on OpenVINO", lambda: effnet_on_openvino(work, sample, args)),
         ("OpenVINO fp32", lambda: openvino_float(float_path, sample, work, args)),
         ("NNCF -> OpenVINO int8", lambda: nncf_int8(float_path, calibration, sample, work, args)),
         ("PyTorch fp32 (eager)", lambda: torch_variant("PyTorch fp32 (eager)", model, sample, work)),
@@ -193,6 +195,14 @@ def effnet_static(float_path: Path, calibration: np.ndarray, sample: np.ndarray,
     path = work / "effnet-int8.onnx"
     quantize_onnx(float_path, path, QuantizeConfig(calib_images=len(calibration)), calibration)
     return ort_variant("effnet int8 (defaults)", path, sample, args.threads)
+
+
+def effnet_on_openvino(work: Path, sample: np.ndarray, args) -> Variant:  # noqa: ANN001
+    """effnet's QDQ file (the row above) read by OpenVINO, as ``effnet quantize --runtime openvino`` runs it."""
+    import openvino as ov
+
+    model = ov.Core().read_model(str(work / "effnet-int8.onnx"))
+    return openvino_variant("effnet int8 on OpenVINO", model, sample, work / "effnet-int8-ov.xml", args.threads)
 
 
 def openvino_config(threads: int) -> dict[str, str]:

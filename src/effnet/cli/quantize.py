@@ -61,6 +61,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-bias-correction", action="store_true", help="skip correcting the weights' rounding bias")
     p.add_argument(
+        "--rounding",
+        choices=["nearest", "adaround"],
+        default="nearest",
+        help="int8 weight rounding: to nearest, or learned per layer on calibration images (AdaRound)",
+    )
+    p.add_argument("--adaround-iters", type=positive_int, default=300, help="AdaRound steps per layer (300)")
+    p.add_argument(
         "--keep-float",
         action="append",
         default=[],
@@ -104,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
         percentile=args.percentile,
         activations=args.activations,
         bias_correction=not args.no_bias_correction,
+        rounding=args.rounding,
+        adaround_iters=args.adaround_iters,
         keep_float=tuple(args.keep_float),
         auto_float=args.auto_float,
         calib_images=args.calib_images,

@@ -86,6 +86,8 @@ class QuantizeConfig(PassConfig):
     per_channel: bool = True  # int8 weights: one scale per output channel
     activations: Literal["uint8", "int8"] = "uint8"
     bias_correction: bool = True
+    rounding: Literal["nearest", "adaround"] = "nearest"  # int8 weights: to nearest, or learned (AdaRound)
+    adaround_iters: int = 300  # AdaRound: optimisation steps per layer
     keep_float: tuple[str, ...] = ()  # ONNX node-name patterns left in float, e.g. "/stem/*"
     auto_float: int = 0  # static int8: also keep the N layers whose quantization moves the output most in float
     sensitivity_images: int = 32  # calibration images the output sensitivity is measured on (auto_float)
@@ -121,6 +123,16 @@ class QuantizeConfig(PassConfig):
             problems.append(f"qat_epochs must be a whole number of at least 1, got {self.qat_epochs!r}")
         if not (isinstance(self.qat_lr, int | float) and 0.0 < self.qat_lr < 1.0):
             problems.append(f"qat_lr must be a learning rate in (0, 1), got {self.qat_lr!r}")
+        if self.rounding not in ("nearest", "adaround"):
+            problems.append(f"rounding must be nearest or adaround, got {self.rounding!r}")
+        elif self.rounding == "adaround" and not self.calibrated:
+            problems.append(
+                "adaround learns the rounding of calibrated int8 weights; use --mode static or qat with int8"
+            )
+        elif self.rounding == "adaround" and not self.per_channel:
+            problems.append("adaround rounds per-channel int8 weights; keep per_channel on")
+        if isinstance(self.adaround_iters, bool) or not isinstance(self.adaround_iters, int) or self.adaround_iters < 1:
+            problems.append(f"adaround_iters must be a whole number of at least 1, got {self.adaround_iters!r}")
         if self.observer not in ("minmax", "percentile", "entropy"):
             problems.append(f"observer must be minmax, percentile or entropy, got {self.observer!r}")
         if not 90.0 <= self.percentile < 100.0:
@@ -255,10 +267,15 @@ def _quantize_onnx(
         settings = _static_settings(quant, config)
         corrected = 0
         source = pre
+        original = graph  # the float weights every rounding error is measured from
+        if config.rounding == "adaround":
+            graph = _adaround(graph, images, set(candidates), config.adaround_iters)
+            source = Path(work) / "adarounded.onnx"
+            onnx.save(graph, str(source))
         if config.bias_correction:
             first = Path(work) / "first.onnx"
-            quant.quantize_static(str(pre), str(first), _Reader(graph, images), **settings)
-            fixed, corrected = _correct_biases(graph, onnx.load(str(first)), images[:64])
+            quant.quantize_static(str(source), str(first), _Reader(graph, images), **settings)
+            fixed, corrected = _correct_biases(graph, onnx.load(str(first)), images[:64], original)
             source = Path(work) / "corrected.onnx"
             onnx.save(fixed, str(source))
         quant.quantize_static(str(source), str(out), _Reader(graph, images), **settings)
@@ -452,14 +469,21 @@ def _input_means(model: Any, names: Sequence[str], images: np.ndarray) -> dict[s
     return {n: sums[inputs[n]] / len(images) for n in names}
 
 
-def _correct_biases(float_model: Any, quantized: Any, images: np.ndarray) -> tuple[Any, int]:
-    """``float_model`` with each quantized layer's bias reduced by ``(W_q - W)·E[x]``."""
+def _correct_biases(
+    float_model: Any, quantized: Any, images: np.ndarray, original: Any | None = None
+) -> tuple[Any, int]:
+    """``float_model`` with each quantized layer's bias reduced by ``(W_q - W)·E[x]``.
+
+    ``W`` is the weight in ``original`` (default ``float_model``): after AdaRound, ``float_model``
+    holds the learned rounding and ``original`` the float weights it rounds.
+    """
     import onnx
     from onnx import numpy_helper
 
     fixed = onnx.ModelProto()
     fixed.CopyFrom(float_model)
     initializers = {i.name: i for i in fixed.graph.initializer}
+    reference = {i.name: i for i in (original or fixed).graph.initializer}
     rounded = _dequantized_weights(quantized)
     layers = [
         n
@@ -470,7 +494,7 @@ def _correct_biases(float_model: Any, quantized: Any, images: np.ndarray) -> tup
         return fixed, 0
     means = _input_means(fixed, [n.name for n in layers], images)
     for node in layers:
-        weight = numpy_helper.to_array(initializers[node.input[1]]).astype(np.float64)
+        weight = numpy_helper.to_array(reference[node.input[1]]).astype(np.float64)
         delta = rounded[node.name] - weight
         mean = means[node.name].astype(np.float64)
         if node.op_type == "Conv":
@@ -486,6 +510,121 @@ def _correct_biases(float_model: Any, quantized: Any, images: np.ndarray) -> tup
         value = numpy_helper.to_array(bias).astype(np.float64) - shift
         bias.CopyFrom(numpy_helper.from_array(value.astype(np.float32), bias.name))
     return fixed, len(layers)
+
+
+def _adaround(model: Any, images: np.ndarray, layers: set[str], iters: int, seed: int = 0) -> Any:
+    """A copy of ``model`` whose Conv/Gemm weights in ``layers`` lie on the int8 grid, rounded by AdaRound.
+
+    AdaRound (Nagel et al., 2020, "Up or Down? Adaptive Rounding for Post-Training Quantization",
+    https://arxiv.org/abs/2004.10568) learns, per weight, whether to round down or up so that the
+    layer's output on calibration inputs stays close to the float output, instead of rounding each
+    weight to its nearest grid point: a soft rounding ``h(V)`` in [0, 1] (rectified sigmoid) is
+    optimised with Adam on the output MSE plus a regulariser that pushes ``h`` to 0 or 1, its
+    exponent annealed from 20 to 2. Each layer sees the float network's input (the paper's basic
+    form), on up to 32 calibration images. The grid is the one ONNX Runtime's quantizer uses,
+    symmetric per output channel with scale ``max|w| / 127``; the largest weight sits on the grid
+    already, so the quantizer recomputes the same scales and keeps the learned rounding exactly.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    torch.manual_seed(seed)
+    rounded = onnx.ModelProto()
+    rounded.CopyFrom(model)
+    initializers = {i.name: i for i in rounded.graph.initializer}
+    nodes = [n for n in rounded.graph.node if n.name in layers and len(n.input) > 1 and n.input[1] in initializers]
+    sample = images[np.linspace(0, len(images) - 1, min(32, len(images))).round().astype(int)]
+    feed = rounded.graph.input[0].name
+    for start in range(0, len(nodes), 8):  # a few layers' inputs at a time bounds the memory
+        group = nodes[start : start + 8]
+        inputs = _tensor_values(model, [n.input[0] for n in group], sample, feed)
+        for node in group:
+            weight = numpy_helper.to_array(initializers[node.input[1]])
+            learned = _adaround_layer(
+                node, torch.from_numpy(weight.copy()), torch.from_numpy(inputs[node.input[0]]), iters
+            )
+            initializers[node.input[1]].CopyFrom(numpy_helper.from_array(learned.numpy(), node.input[1]))
+    return rounded
+
+
+def _tensor_values(model: Any, tensors: Sequence[str], images: np.ndarray, feed: str) -> dict[str, np.ndarray]:
+    """The values of the named tensors of ``model`` (the graph input among them) on ``images``."""
+    import onnx
+    import onnxruntime as ort
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    inner = [t for t in dict.fromkeys(tensors) if t != feed]
+    present = {o.name for o in copy.graph.output}
+    for tensor in inner:
+        if tensor not in present:
+            copy.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(copy.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    chunks: dict[str, list[np.ndarray]] = {t: [] for t in inner}
+    for start in range(0, len(images), 8):
+        for tensor, value in zip(inner, session.run(inner, {feed: images[start : start + 8]}), strict=True):
+            chunks[tensor].append(value)
+    values = {t: np.concatenate(parts) for t, parts in chunks.items()}
+    values[feed] = images
+    return values
+
+
+def _adaround_layer(node: Any, weight: torch.Tensor, x: torch.Tensor, iters: int) -> torch.Tensor:
+    """One layer's weight rounded by AdaRound (see :func:`_adaround`), as float values on its int8 grid."""
+    import torch.nn.functional as F
+
+    zeta, gamma, lam = 1.1, -0.1, 0.01
+    attrs = {a.name: a for a in node.attribute}
+    if node.op_type == "Conv":
+        pads = list(attrs["pads"].ints) if "pads" in attrs else [0] * (2 * (weight.dim() - 2))
+        x = F.pad(x, [pads[1], pads[3], pads[0], pads[2]])  # ONNX: begins then ends; F.pad: last dim first
+        strides = list(attrs["strides"].ints) if "strides" in attrs else 1
+        dilations = list(attrs["dilations"].ints) if "dilations" in attrs else 1
+        groups = attrs["group"].i if "group" in attrs else 1
+
+        def layer(w: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+            return F.conv2d(inputs, w, None, strides, 0, dilations, groups)
+
+        axis_shape = (-1,) + (1,) * (weight.dim() - 1)
+        absmax = weight.abs().amax(dim=tuple(range(1, weight.dim())))
+    else:  # Gemm: y = x @ W^T when transB, else x @ W; one scale per output column
+        trans_b = attrs["transB"].i if "transB" in attrs else 0
+
+        def layer(w: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+            return inputs @ (w.t() if trans_b else w)
+
+        axis_shape = (-1, 1) if trans_b else (1, -1)
+        absmax = weight.abs().amax(dim=1 if trans_b else 0)
+    scale = (absmax / 127.0).clamp_min(1e-12).reshape(axis_shape)
+    floor = torch.floor(weight / scale)
+    rest = (weight / scale - floor).clamp(1e-4, 1 - 1e-4)
+    v = (-torch.log((zeta - gamma) / (rest - gamma) - 1)).requires_grad_()  # h(v) == rest at the start
+
+    def soft(v: torch.Tensor) -> torch.Tensor:
+        return (torch.sigmoid(v) * (zeta - gamma) + gamma).clamp(0, 1)
+
+    with torch.no_grad():
+        target = layer(weight, x)
+    optimizer = torch.optim.Adam([v], lr=1e-2)
+    batch = min(8, len(x))
+    for step in range(iters):
+        picked = torch.randint(0, len(x), (batch,))
+        w = scale * (floor + soft(v)).clamp(-127, 127)
+        loss = (layer(w, x[picked]) - target[picked]).pow(2).mean()
+        beta = 20 - (20 - 2) * step / max(iters - 1, 1)
+        h = soft(v)
+        loss = loss + lam * (1 - (2 * h - 1).abs().pow(beta)).sum() / v.numel()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        steps = (floor + (soft(v) >= 0.5).float()).clamp(-127, 127)
+        # Each channel's largest weight stays at +-127 exactly, so the quantizer finds the same scale.
+        top = (weight / scale).abs() >= 127 - 1e-3
+        steps = torch.where(top, torch.sign(weight) * 127, steps)
+        return (scale * steps).float()
 
 
 def _dequantized_weights(model: Any) -> dict[str, np.ndarray]:

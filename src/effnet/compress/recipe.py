@@ -46,7 +46,7 @@ _PRUNE_KEYS = (
 ).split()
 _QUANTIZE_KEYS = (
     "mode dtype observer percentile per_channel activations bias_correction keep_float auto_float sensitivity_images "
-    "calib_images qat_epochs qat_lr"
+    "calib_images qat_epochs qat_lr rounding adaround_iters"
 ).split()
 _TRAIN_KEYS = "epochs lr augment amp temperature alpha".split()
 _STEP_KEYS = {
