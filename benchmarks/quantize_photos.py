@@ -133,7 +133,7 @@ def run(model, pre, inputs, calibration, held_out, work, args) -> None:  # noqa:
         "effnet int8, AdaRound, no bias correction": QuantizeConfig(
             rounding="adaround", adaround_iters=args.adaround_iters, bias_correction=False
         ),
-        "effnet int8, AdaRound + bias correction + auto_float=4": QuantizeConfig(
+        "effnet int8, auto_float=4 with AdaRound": QuantizeConfig(
             rounding="adaround", adaround_iters=args.adaround_iters, auto_float=4
         ),
     }

@@ -15,6 +15,11 @@ then quantized with ONNX Runtime's quantizer (``onnxruntime.quantization``):
   layer's weights adds to its outputs, ``(W_q - W)·E[x]`` with ``E[x]`` measured on the
   calibration images, is subtracted from the layer's bias before the activations are
   calibrated. It matters most for depthwise convolutions, whose 9-weight kernels round coarsely.
+- **AdaRound** (``rounding="adaround"``; Nagel et al., 2020, https://arxiv.org/abs/2004.10568):
+  each layer's int8 weights rounded up or down as learned on calibration inputs to keep its output
+  close to float, instead of to the nearest grid point; written back as float weights on ONNX
+  Runtime's grid, which its quantizer then keeps exactly. Bias correction still applies, measured
+  from the original float weights.
 - ``qat`` int8: the same conversion as ``static``, of a network first fine-tuned with int8
   rounding simulated (:mod:`effnet.compress.qat`; ``effnet quantize --mode qat`` runs both).
 - ``dynamic`` int8: the classifier's weights int8, its input quantized per batch at run time

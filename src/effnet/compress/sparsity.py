@@ -46,7 +46,7 @@ class PruneWeightsConfig(PassConfig):
     pass_name = "prune_weights"
 
     sparsity: float = 0.5  # fraction of the prunable weights set to zero, in (0, 1)
-    scope: Scope = "global"  # one magnitude threshold for all layers, or the same sparsity in each
+    scope: Scope = "global"  # one threshold on LAMP scores over all layers, or the same sparsity in each
     include_stem: bool = False  # the first convolution (few weights, all of them important)
     include_classifier: bool = False  # the final linear layer
     include_depthwise: bool = True  # depthwise filters (9-25 weights per channel)
@@ -77,19 +77,39 @@ def prunable_weights(model: nn.Module, config: PruneWeightsConfig) -> dict[str, 
 
 
 def magnitude_masks(weights: dict[str, torch.Tensor], sparsity: float, scope: Scope) -> dict[str, torch.Tensor]:
-    """Boolean masks (True = keep) zeroing the ``sparsity`` fraction of smallest magnitudes."""
+    """Boolean masks (True = keep) zeroing the ``sparsity`` fraction of the weights.
+
+    ``layer``: the smallest magnitudes of each tensor. ``global``: one threshold over all tensors
+    on LAMP scores (Lee et al., 2021, "Layer-adaptive Sparsity for the Magnitude-based Pruning",
+    https://arxiv.org/abs/2010.07611): a weight's square divided by the sum of the squares of the
+    weights of its tensor that are at least as large. Raw magnitudes are not comparable across
+    layers that a batch norm rescales: on EfficientNet-B0 trained from scratch, one threshold on
+    them zeroed every depthwise filter of stages 4 and 5 at 80% sparsity (test top-1 38% after a
+    recovery epoch), and folding the batch norms in moved the problem to the head instead. LAMP
+    scores do not depend on a tensor's scale, and each tensor keeps its largest weight (score 1).
+    """
     if sparsity <= 0.0:
         return {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
     if scope == "layer":
         return {name: _keep_largest(w.detach().abs(), sparsity) for name, w in weights.items()}
-    flat = torch.cat([w.detach().abs().flatten().float().cpu() for w in weights.values()])
+    scores = {name: _lamp_scores(w.detach().float().cpu()) for name, w in weights.items()}
+    flat = torch.cat([score.flatten() for score in scores.values()])
     drop = int(round(sparsity * flat.numel()))
     if drop == 0:
         return {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
     threshold = flat.kthvalue(drop).values.item()
-    masks = {name: w.detach().abs() > threshold for name, w in weights.items()}
     # Ties at the threshold (e.g. weights already zero) may leave a few too many; that is harmless.
-    return masks
+    return {name: (score > threshold).to(weights[name].device) for name, score in scores.items()}
+
+
+def _lamp_scores(weight: torch.Tensor) -> torch.Tensor:
+    """LAMP score of every weight: ``w_u^2 / sum of w_v^2 over the weights v with |w_v| >= |w_u|``."""
+    squares = weight.flatten().double().pow(2)
+    ordered, index = squares.sort()
+    at_least = ordered.flip(0).cumsum(0).flip(0)  # sum over this weight and every larger one
+    scores = torch.empty_like(squares)
+    scores[index] = ordered / at_least.clamp_min(1e-300)
+    return scores.float().reshape(weight.shape)
 
 
 def _keep_largest(magnitude: torch.Tensor, sparsity: float) -> torch.Tensor:
@@ -194,7 +214,8 @@ class SparsityCallback(Callback):
         )
         if due and (target != self.current or not self.masks):
             weights = prunable_weights(trainer.model, self.config)
-            self.masks = {n: m.cpu() for n, m in magnitude_masks(dict(weights), target, self.config.scope).items()}
+            masks = magnitude_masks(dict(weights), target, self.config.scope)
+            self.masks = {n: m.cpu() for n, m in masks.items()}
             self.current = target
         for model in (trainer.model, trainer.ema_model):
             if model is not None:
