@@ -10,6 +10,8 @@ from tests.training.conftest import make_image_folder
 
 import effnet
 from effnet.cli import main
+from effnet.compress import PruneWeightsConfig
+from effnet.compress.sparsity import prunable_weights
 from effnet.schemas import BenchReport, CompressionReport, PassReport
 
 FAST = ["--workers", "0", "--batch-size", "8", "--repeats", "3", "--no-progress", "--threads", "1"]
@@ -61,6 +63,15 @@ def test_unstructured_pruning_shrinks_the_file_not_the_shapes(trained, tmp_path,
     assert pruned.params == original.params and pruned.flops == original.flops
     assert pruned.sparsity == pytest.approx(0.8, abs=0.01) and original.sparsity < 0.01
     assert pruned.size_mb < 0.4 * original.size_mb
+    # --scope local: every layer loses the same share (global LAMP scores prune big layers harder).
+    local = tmp_path / "sparse-local"
+    argv = ["prune", "--weights", str(weights), "--data", str(data), "--out", str(local), "--method", "unstructured"]
+    assert main([*argv, "--target", "0.8", "--scope", "local", *FAST]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    model = effnet.create_model(weights=str(local / "model.safetensors"))
+    names = list(prunable_weights(model, PruneWeightsConfig()))
+    shares = [float((dict(model.named_parameters())[n] == 0).float().mean()) for n in names]
+    assert min(shares) > 0.75 and max(shares) < 0.85
 
 
 @pytest.mark.parametrize(

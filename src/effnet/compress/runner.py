@@ -279,6 +279,11 @@ def _img_size(model: nn.Module, job: PruneJob) -> int:
     return resolve_input_size(model, job.img_size)
 
 
+def _weight_scope(job: PruneJob) -> Literal["global", "layer"]:
+    """Unstructured pruning's scope: ``--scope local`` prunes every layer by the same share."""
+    return "layer" if job.scope == "local" else "global"
+
+
 def _cumulative(job: PruneJob, step: int) -> float:
     """The share of the original removed after ``step`` of ``job.steps`` (equal increments)."""
     return job.target * step / job.steps
@@ -294,8 +299,8 @@ def _step_config(
     size: int | None = None,
 ) -> Any:
     done, goal = _cumulative(job, step - 1), _cumulative(job, step)
-    if job.method == "unstructured":
-        return PruneWeightsConfig(sparsity=goal)  # zeros already there are the smallest magnitudes
+    if job.method == "unstructured":  # zeros already there are the smallest magnitudes
+        return PruneWeightsConfig(sparsity=goal, scope=_weight_scope(job))
     if sensitivity is not None:
         assert original is not None and current is not None
         return _sensitivity_step(job, step, sensitivity, original, current, size)
@@ -459,7 +464,9 @@ def _fine_tune(
     }
     callbacks = []
     if job.method == "unstructured":
-        callbacks.append(SparsityCallback(PruneWeightsConfig(sparsity=_cumulative(job, step))))
+        callbacks.append(
+            SparsityCallback(PruneWeightsConfig(sparsity=_cumulative(job, step), scope=_weight_scope(job)))
+        )
     task = None
     if job.distill_alpha and teacher is not None:
         from effnet.training.distill import DistillationTask
