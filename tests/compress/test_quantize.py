@@ -417,6 +417,8 @@ def test_a_file_quantized_for_openvino_runs_there_and_falls_back_without_it(trai
     monkeypatch.setattr("effnet.export.ov_runtime.openvino_available", lambda: False)
     assert OnnxModule(model).runtime == "onnxruntime"
     assert "running it in ONNX Runtime" in capsys.readouterr().err
+    assert main(["bench", model, "--repeats", "2", "--warmup", "1", "--threads", "1", "--json"]) == 0
+    assert [r["runtime"] for r in json.loads(capsys.readouterr().out)["results"]] == ["onnxruntime"]
     monkeypatch.setattr("effnet.compress.quantize_runner.openvino_available", lambda: False)
     refused = ["quantize", "--weights", str(weights), "--data", str(data), "--out", str(tmp_path / "o"), *FAST]
     assert main([*refused, "--runtime", "openvino"]) == 1

@@ -27,6 +27,7 @@ from effnet.bench.reference import REFERENCES, reference_model
 from effnet.bench.runners import PRECISIONS, RUNTIMES, OpenVinoRunner, OrtRunner, Runner, TorchRunner
 from effnet.devices import resolve_device
 from effnet.errors import EffnetError
+from effnet.export import ov_runtime
 from effnet.export.formats import METADATA_KEY, onnx_metadata, short_message
 from effnet.export.fuse import fuse_for_inference
 from effnet.export.onnx_module import recorded_runtime
@@ -270,6 +271,9 @@ def _prepare_candidate(c: _Candidate, number: int, settings: _Settings, say: Cal
     if target.onnx_path is not None:
         if c.runtime == RECORDED:
             c.runtime = recorded_runtime(_file_metadata(target.onnx_path))
+            if c.runtime == "openvino" and not ov_runtime.openvino_available():
+                say(f"{target.label} records OpenVINO, which is not installed here: timing it in ONNX Runtime")
+                c.runtime = "onnxruntime"
         say(f"loading {target.label} into {'OpenVINO' if c.runtime == 'openvino' else 'ONNX Runtime'}")
         runner_class = OpenVinoRunner if c.runtime == "openvino" else OrtRunner
         c.runner = runner_class(target.onnx_path, settings.threads, settings.device, c.img_size or None)
