@@ -10,7 +10,6 @@ in its result and the rest are still measured.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -28,7 +27,7 @@ from effnet.bench.runners import PRECISIONS, RUNTIMES, OpenVinoRunner, OrtRunner
 from effnet.devices import resolve_device
 from effnet.errors import EffnetError
 from effnet.export import ov_runtime
-from effnet.export.formats import METADATA_KEY, onnx_metadata, short_message
+from effnet.export.formats import onnx_metadata, short_message
 from effnet.export.fuse import fuse_for_inference
 from effnet.export.onnx_module import recorded_runtime
 from effnet.export.ov_runtime import RUNTIMES as ONNX_RUNTIMES
@@ -230,18 +229,6 @@ class _Settings:
 RECORDED = "recorded"  # an ONNX file's candidate before its metadata names the runtime
 
 
-def _file_metadata(path: Path) -> dict[str, Any]:
-    """effnet's metadata in an ONNX file, read without a runtime (empty if there is none)."""
-
-    try:
-        import onnx
-
-        props = onnx.load(str(path), load_external_data=False).metadata_props
-        return json.loads(next((p.value for p in props if p.key == METADATA_KEY), "{}"))
-    except Exception:  # unreadable here: the runtime that loads the file reports it properly
-        return {}
-
-
 def _make_candidates(
     targets: list[_Target], runtimes: Sequence[str], settings: _Settings, say: Callable[[str], None]
 ) -> list[_Candidate]:
@@ -269,14 +256,19 @@ def _make_candidates(
 def _prepare_candidate(c: _Candidate, number: int, settings: _Settings, say: Callable[[str], None]) -> None:
     target = c.target
     if target.onnx_path is not None:
-        if c.runtime == RECORDED:
-            c.runtime = recorded_runtime(_file_metadata(target.onnx_path))
+        args = (target.onnx_path, settings.threads, settings.device, c.img_size or None)
+        if c.runtime == RECORDED:  # the file's own runtime, read from the metadata ONNX Runtime loads
+            c.runner = OrtRunner(*args)
+            c.runtime = recorded_runtime(onnx_metadata(c.runner.session))
             if c.runtime == "openvino" and not ov_runtime.openvino_available():
                 say(f"{target.label} records OpenVINO, which is not installed here: timing it in ONNX Runtime")
                 c.runtime = "onnxruntime"
-        say(f"loading {target.label} into {'OpenVINO' if c.runtime == 'openvino' else 'ONNX Runtime'}")
-        runner_class = OpenVinoRunner if c.runtime == "openvino" else OrtRunner
-        c.runner = runner_class(target.onnx_path, settings.threads, settings.device, c.img_size or None)
+        if c.runtime == "openvino":
+            say(f"loading {target.label} into OpenVINO")
+            c.runner = OpenVinoRunner(*args)
+        elif c.runner is None:
+            say(f"loading {target.label} into ONNX Runtime")
+            c.runner = OrtRunner(*args)
         c.precision, c.img_size = c.runner.precision, c.runner.img_size
         target.meta = target.meta or onnx_metadata(c.runner.session)
         return

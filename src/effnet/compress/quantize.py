@@ -417,25 +417,33 @@ def _store_weights_16bit(model: Any, dtype: str) -> Any:
     return model
 
 
-def _node_outputs(model: Any, names: Sequence[str], images: np.ndarray, optimize: bool) -> dict[str, np.ndarray]:
-    """The first output of each named node on ``images`` (graph optimisations off keeps the nodes)."""
+def _session_with_outputs(model: Any, tensors: Sequence[str], optimize: bool = True) -> Any:
+    """An ONNX Runtime session over a copy of ``model`` whose outputs include ``tensors``.
+
+    Graph optimisations off (``optimize=False``) keep every node, so inner tensors keep their values.
+    """
     import onnx
     import onnxruntime as ort
 
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    by_name = {n.name: n.output[0] for n in copy.graph.node}
-    wanted = [by_name[n] for n in names]
     present = {o.name for o in copy.graph.output}
-    for tensor in dict.fromkeys(wanted):
+    for tensor in dict.fromkeys(tensors):
         if tensor not in present:
             copy.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(copy.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    feed = copy.graph.input[0].name
+    return ort.InferenceSession(copy.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _node_outputs(model: Any, names: Sequence[str], images: np.ndarray, optimize: bool) -> dict[str, np.ndarray]:
+    """The first output of each named node on ``images`` (graph optimisations off keeps the nodes)."""
+    by_name = {n.name: n.output[0] for n in model.graph.node}
+    wanted = [by_name[n] for n in names]
+    session = _session_with_outputs(model, wanted, optimize)
+    feed = model.graph.input[0].name
     chunks: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for start in range(0, len(images), 8):
         values = session.run(wanted, {feed: images[start : start + 8]})
@@ -446,21 +454,10 @@ def _node_outputs(model: Any, names: Sequence[str], images: np.ndarray, optimize
 
 def _input_means(model: Any, names: Sequence[str], images: np.ndarray) -> dict[str, np.ndarray]:
     """Per-channel mean of each named node's first input on ``images``."""
-    import onnx
-    import onnxruntime as ort
-
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    feed = copy.graph.input[0].name
-    inputs = {n.name: n.input[0] for n in copy.graph.node}
+    feed = model.graph.input[0].name
+    inputs = {n.name: n.input[0] for n in model.graph.node}
     tensors = list(dict.fromkeys(inputs[n] for n in names if inputs[n] != feed))
-    present = {o.name for o in copy.graph.output}
-    for tensor in tensors:
-        if tensor not in present:
-            copy.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(copy.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = _session_with_outputs(model, tensors)
     sums: dict[str, np.ndarray] = {}
     for start in range(0, len(images), 8):
         batch = images[start : start + 8]
@@ -554,19 +551,8 @@ def _adaround(model: Any, images: np.ndarray, layers: set[str], iters: int, seed
 
 def _tensor_values(model: Any, tensors: Sequence[str], images: np.ndarray, feed: str) -> dict[str, np.ndarray]:
     """The values of the named tensors of ``model`` (the graph input among them) on ``images``."""
-    import onnx
-    import onnxruntime as ort
-
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
     inner = [t for t in dict.fromkeys(tensors) if t != feed]
-    present = {o.name for o in copy.graph.output}
-    for tensor in inner:
-        if tensor not in present:
-            copy.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(copy.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = _session_with_outputs(model, inner)
     chunks: dict[str, list[np.ndarray]] = {t: [] for t in inner}
     for start in range(0, len(images), 8):
         for tensor, value in zip(inner, session.run(inner, {feed: images[start : start + 8]}), strict=True):
