@@ -8,6 +8,11 @@ time. The medians and the ratios to the unpruned parent are printed as a markdow
 
     python benchmarks/prune_multiple.py --weights runs/fm-lite0-60k/best.safetensors --img-size 224
 
+``--squeeze both`` adds, for every row, the same target spent with the squeeze-excitation widths
+left alone (``effnet prune --keep-squeeze``):
+
+    python benchmarks/prune_multiple.py --weights runs/fm-b0-60k/best.safetensors --multiples 16 --squeeze both
+
 Without ``--weights`` a randomly initialised ``--model`` is pruned (its magnitudes are not a trained
 network's, so the widths chosen differ from a real run).
 """
@@ -40,6 +45,18 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.5, help="fraction of the FLOPs removed")
     parser.add_argument("--multiples", type=int, nargs="+", default=[8, 16])
     parser.add_argument("--repeats", type=int, default=100)
+    parser.add_argument(
+        "--squeeze",
+        choices=["prune", "keep", "both"],
+        default="prune",
+        help="whether squeeze-excitation widths are narrowed (prune), left alone (keep) or both",
+    )
+    parser.add_argument(
+        "--plan-size",
+        type=int,
+        default=None,
+        help="input size the FLOPs are counted at when planning (default: --img-size)",
+    )
     args = parser.parse_args()
 
     if args.weights:
@@ -49,10 +66,16 @@ def main() -> None:
         parent = effnet.create_model(args.model, num_classes=10).eval()
     size = args.img_size
     models = {"parent": parent}
+    squeeze = {"prune": [True], "keep": [False], "both": [True, False]}[args.squeeze]
+    plan = PassContext(img_size=args.plan_size or size)
     for scope in ("global", "local"):
         for multiple in args.multiples:
-            config = PruneChannelsConfig(target=args.target, target_kind="flops", scope=scope, round_to=multiple)
-            models[f"{scope}, multiples of {multiple}"] = apply_pass(parent, config, PassContext(img_size=size))[0]
+            for include in squeeze:
+                config = PruneChannelsConfig(
+                    target=args.target, target_kind="flops", scope=scope, round_to=multiple, include_squeeze=include
+                )
+                label = f"{scope}, multiples of {multiple}" + ("" if include else ", SE widths kept")
+                models[label] = apply_pass(parent, config, plan)[0]
 
     with tempfile.TemporaryDirectory(prefix="effnet-multiple-") as work:
         sessions = {}

@@ -28,6 +28,13 @@ table gives the median (and 90th percentile) and the median's ratio to ONNX Runt
     OMP_NUM_THREADS=1 python benchmarks/quantize_tools.py --weights runs/fm-lite0-60k/best.safetensors \\
         --data fashion-mnist --img-size 224 --latency-only --calib-images 256 --threads 1 --repeats 100
 
+``--lite WEIGHTS`` adds the checkpoint's EfficientNet-Lite swap (ReLU6, no squeeze-excitation,
+fine-tuned: ``effnet compress --auto --lite-epochs`` writes it to ``candidates/lite/best.safetensors``)
+as float and as effnet's static int8, in the same run, so its ratio is to the unswapped float:
+
+    OMP_NUM_THREADS=1 python benchmarks/quantize_tools.py --weights runs/fm-b0-60k/best.safetensors \
+        --lite runs/auto-b0-lite/candidates/lite/best.safetensors --data fashion-mnist --threads 1 --repeats 100
+
 OpenVINO and NNCF are not effnet dependencies: ``pip install openvino nncf`` (keeping the installed
 torch) for their rows; without them those rows say so.
 """
@@ -97,6 +104,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lite", default=None, help="the Lite-swapped checkpoint of --weights: float and int8 rows")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -145,6 +153,11 @@ def build(model: nn.Module, size: int, calibration: np.ndarray, sample: np.ndarr
         ("PyTorch FX int8, x86 qconfig", lambda: torch_fx(model, calibration, sample, work)),
         ("PyTorch PT2E int8, X86InductorQuantizer (eager)", lambda: torch_pt2e(model, calibration, sample, work)),
     ]
+    if args.lite:
+        steps += [
+            (LITE_FLOAT, lambda: lite_float(args.lite, size, sample, work, args)),
+            (LITE_INT8, lambda: lite_int8(calibration, sample, work, args)),
+        ]
     for label, step in steps:
         say(f"building {label} ...")
         start = time.perf_counter()
@@ -195,6 +208,23 @@ def effnet_static(float_path: Path, calibration: np.ndarray, sample: np.ndarray,
     path = work / "effnet-int8.onnx"
     quantize_onnx(float_path, path, QuantizeConfig(calib_images=len(calibration)), calibration)
     return ort_variant("effnet int8 (defaults)", path, sample, args.threads)
+
+
+LITE_FLOAT = "effnet lite swap, fp32 (ONNX Runtime)"
+LITE_INT8 = "effnet lite swap + int8 (defaults)"
+
+
+def lite_float(weights: str, size: int, sample: np.ndarray, work: Path, args) -> Variant:  # noqa: ANN001
+    """The Lite-swapped checkpoint exported as the reference was (same preprocessing and size)."""
+    path = work / "lite-float.onnx"
+    export_model(effnet.create_model(weights=weights).eval(), "onnx", path, img_size=size)
+    return ort_variant(LITE_FLOAT, path, sample, args.threads)
+
+
+def lite_int8(calibration: np.ndarray, sample: np.ndarray, work: Path, args) -> Variant:  # noqa: ANN001
+    path = work / "lite-int8.onnx"
+    quantize_onnx(work / "lite-float.onnx", path, QuantizeConfig(calib_images=len(calibration)), calibration)
+    return ort_variant(LITE_INT8, path, sample, args.threads)
 
 
 def effnet_on_openvino(work: Path, sample: np.ndarray, args) -> Variant:  # noqa: ANN001

@@ -83,6 +83,9 @@ def test_unstructured_pruning_shrinks_the_file_not_the_shapes(trained, tmp_path,
         (["--distill-alpha", "0.7"], "give --finetune-epochs too"),
         (["--round-to", "0"], "round_to must be between 1 and 256"),
         (["--distill-alpha", "1.5", "--finetune-epochs", "1"], r"distill_alpha must be in \[0, 1\]"),
+        (["--method", "unstructured", "--keep-squeeze"], "choose channel groups"),
+        (["--teacher", "t.safetensors"], "a teacher is only used with --distill-alpha"),
+        (["--teacher", "none.safetensors", "--distill-alpha", "0.5", "--finetune-epochs", "1"], "does not exist"),
     ],
 )
 def test_bad_settings_are_one_line(trained, tmp_path, capsys, extra, message):
@@ -157,6 +160,28 @@ def test_sensitivity_decides_where_channels_go(trained, tmp_path, capsys):
     third = [a if a != str(again) else str(tmp_path / "third") for a in argv]
     assert main([*third, "--sensitivity-file", str(out / "sensitivity.json")]) == 1
     assert "--sensitivity-file goes with --sensitivity" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sensitivity", [False, True])
+def test_the_groups_to_narrow_are_chosen(trained, tmp_path, capsys, sensitivity):
+    data, weights = trained
+    out = tmp_path / "out"
+    argv = ["prune", "--weights", str(weights), "--data", str(data), "--out", str(out), "--target", "0.5",
+            "--round-to", "8", "--keep-squeeze", "--include-stem", "--include-head", *FAST]  # fmt: skip
+    assert main([*argv, *(["--sensitivity"] if sensitivity else [])]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    details = PassReport.from_dict(json.loads((out / "steps" / "1" / "pass.json").read_text())).details
+    groups = details["groups"]
+    assert not any(name.endswith(".squeeze") for name in groups)  # left alone, not even candidates
+    assert "stem" in groups and "head" in groups
+    original = effnet.create_model(weights=weights)
+    pruned = effnet.create_model(weights=out / "model.safetensors")
+    assert [b.se_channels for b in pruned.layout.blocks] == [b.se_channels for b in original.layout.blocks]
+    assert pruned.layout.head_channels < original.layout.head_channels
+    # The groups are part of the job: resuming with others is refused.
+    other = [a for a in argv if a not in ("--keep-squeeze", "--include-stem", "--include-head")]
+    assert main([*other, "--resume"]) == 1
+    assert "other settings" in capsys.readouterr().err
 
 
 def test_resume_continues_at_the_step_reached(trained, tmp_path, capsys):

@@ -107,6 +107,8 @@ def test_the_line_is_the_step_s_line(trained, tmp_path):
 def test_the_example_recipe_is_valid(tmp_path, monkeypatch):
     from pathlib import Path
 
-    example = Path(__file__).parents[2] / "examples" / "compress-lite0.yaml"
-    recipe = load_recipe(example)
+    examples = Path(__file__).parents[2] / "examples"
+    recipe = load_recipe(examples / "compress-lite0.yaml")
     assert [step.name for step in recipe.steps] == ["prune", "distill", "quantize"]
+    recipe = load_recipe(examples / "compress-b0.yaml")
+    assert [step.name for step in recipe.steps] == ["lite", "prune", "quantize"]

@@ -64,6 +64,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="smaller models to train on the same data instead, e.g. efficientnet_lite0:imagenet",
     )
     auto.add_argument("--family-epochs", type=positive_int, default=2, help="their training epochs (default 2)")
+    auto.add_argument(
+        "--lite-epochs",
+        type=int,
+        default=0,
+        help="also try EfficientNet-Lite's swap (ReLU6, no squeeze-excitation) fine-tuned this many epochs with "
+        "the original as teacher; pruning then starts from it if it is within the drop (default 0: off)",
+    )
     auto.add_argument("--data-dir", default=None, help="where a built-in dataset's files are")
     auto.add_argument("--subset", type=positive_int, default=None, help="fine-tune on at most this many images")
     auto.add_argument("--batch-size", type=positive_int, default=64, help="images per batch (default 64)")
@@ -122,6 +129,7 @@ def _run_auto(args: argparse.Namespace) -> int:
         quantize=not args.no_quantize,
         family=tuple(args.family),
         family_epochs=args.family_epochs,
+        lite_epochs=args.lite_epochs,
         data_dir=args.data_dir,
         subset=args.subset,
         batch_size=args.batch_size,

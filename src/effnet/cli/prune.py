@@ -51,6 +51,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="kept widths are multiples of this; auto (default): 16 on AVX-512 CPUs, else 8 (ONNX Runtime's block)",
     )
+    p.add_argument("--include-stem", action="store_true", help="structured: narrow the stem's outputs too")
+    p.add_argument("--include-head", action="store_true", help="structured: narrow the head (classifier inputs) too")
+    p.add_argument(
+        "--keep-squeeze",
+        action="store_true",
+        help="structured: leave squeeze-excitation widths alone and spend the target on convolutions "
+        "(measured faster at the same FLOPs on ONNX Runtime; docs/pruning.md)",
+    )
     p.add_argument("--steps", type=positive_int, default=1, help="prune/fine-tune rounds toward the target (1)")
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tuning epochs per step (default 0)")
     p.add_argument(
@@ -66,6 +74,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="fine-tune with the unpruned model as teacher, this weight on its soft targets (e.g. 0.7; default 0: off)",
     )
     p.add_argument("--temperature", type=float, default=4.0, help="distillation temperature (default 4)")
+    p.add_argument(
+        "--teacher",
+        default=None,
+        metavar="PATH",
+        help="with --distill-alpha: distil from this checkpoint instead of the unpruned model",
+    )
     p.add_argument(
         "--augment",
         choices=["none", "flip", "randaugment", "trivialaugment"],
@@ -109,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
         importance=args.importance,
         scope=args.scope,
         round_to=args.round_to,
+        include_stem=args.include_stem,
+        include_head=args.include_head,
+        include_squeeze=not args.keep_squeeze,
         steps=args.steps,
         finetune_epochs=args.finetune_epochs,
         data_dir=args.data_dir,
@@ -124,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         sensitivity_images=args.sensitivity_images,
         sensitivity_file=args.sensitivity_file,
         distill_alpha=args.distill_alpha,
+        teacher=args.teacher,
         temperature=args.temperature,
         augment=args.augment,
         resume=args.resume,

@@ -7,6 +7,7 @@ True
 """
 
 from effnet.compress import inference as _inference  # noqa: F401 - registers the inference passes
+from effnet.compress import lite as _lite  # noqa: F401 - registers the lite swap
 from effnet.compress import prune as _prune  # noqa: F401 - registers the pruning passes
 from effnet.compress import quantize as _quantize  # noqa: F401 - registers the quantize pass
 from effnet.compress import sparsity as _sparsity  # noqa: F401

@@ -5,6 +5,9 @@ and NNCF's accuracy-aware training, kept small enough for a CPU: each candidate 
 fine-tuned and measured, never an estimate.
 
 1. The original is quantized as it is (static int8 on the CPU; cheap, and often the whole answer).
+   With ``lite_epochs`` the original also gets EfficientNet-Lite's swap (ReLU6 for SiLU, no
+   squeeze-excitation; :mod:`effnet.compress.lite`), fine-tuned with the original as teacher and
+   quantized; when it stays within the allowed drop, the pruning rungs start from it.
 2. A ladder of structured-pruning targets (fractions of FLOPs removed, mildest first) is climbed,
    each rung pruned from the original with ratios guided by one per-unit sensitivity analysis
    (measured once, shared by every rung), fine-tuned, and quantized. The climb stops at the first
@@ -58,6 +61,7 @@ class AutoJob:
     quantize: bool = True  # int8 candidates (CPU only)
     family: tuple[str, ...] = ()  # smaller members trained instead: NAME or NAME:WEIGHTS
     family_epochs: int = 2  # their training budget on the same data
+    lite_epochs: int = 0  # > 0: also EfficientNet-Lite's swap (ReLU6, no SE), fine-tuned this long
     data_dir: str | None = None
     subset: int | None = None
     batch_size: int = 64
@@ -89,6 +93,8 @@ class AutoJob:
             problems.append(f"distill alpha must be in [0, 1], got {self.distill_alpha}")
         if self.distill_alpha and not self.finetune_epochs:
             problems.append("distillation needs fine-tuning epochs after pruning (--finetune-epochs)")
+        if self.lite_epochs < 0:
+            problems.append(f"lite epochs must be 0 or more, got {self.lite_epochs}")
         if self.family_epochs < 1:
             problems.append(f"family epochs must be at least 1, got {self.family_epochs}")
         problems += [_family_problem(member) for member in self.family if _family_problem(member)]
@@ -110,7 +116,7 @@ class AutoJob:
 class Candidate:
     name: str
     path: str
-    kind: str  # "original", "quantize", "prune", "prune+quantize", "scale", "scale+quantize"
+    kind: str  # "original", "quantize", "lite", "lite+quantize", "prune", "prune+quantize", "scale", "scale+quantize"
     target: float | None = None  # fraction of FLOPs pruned
     top1: float | None = None
     drop: float | None = None
@@ -223,19 +229,35 @@ def run_auto(job: AutoJob) -> AutoResult:
         stages.append(("int8", path, report))
         kinds["int8"] = ("quantize", None)
 
+    source, offset = Path(job.weights), 0.0  # what the rungs prune, and its top-1 below the original's
+    if job.lite_epochs:
+        lite = _lite(job, out / "candidates" / "lite")
+        stages.append(("lite", lite, None))
+        kinds["lite"] = ("lite", None)
+        if job.quantize and job.device == "cpu":
+            path, report = _quantized(job, lite, out / "candidates" / "lite-int8")
+            stages.append(("lite+int8", path, report))
+            kinds["lite+int8"] = ("lite+quantize", None)
+        lite_drop = _top1_drop(job, lite)
+        if lite_drop <= job.max_accuracy_drop:
+            _log(f"lite is {lite_drop:.2f} points below the original: the pruning rungs start from it")
+            source, offset = lite, lite_drop
+        else:
+            _log(f"lite lost {lite_drop:.2f} points: the pruning rungs start from the original")
+
     sensitivity_file: Path | None = None
     for target in job.targets:
-        label = f"prune{round(target * 100)}"
+        label = f"prune{round(target * 100)}" if source == Path(job.weights) else f"lite-prune{round(target * 100)}"
         folder = out / "candidates" / label
         _log(f"candidate {label}: {target:.0%} of the FLOPs pruned, {job.finetune_epochs} fine-tuning epoch(s)")
-        report = _pruned(job, target, folder, sensitivity_file)
+        report = _pruned(job, target, folder, sensitivity_file, source if source != Path(job.weights) else None)
         if job.sensitivity and sensitivity_file is None:
             sensitivity_file = folder / "sensitivity.json"
         pruned = folder / "model.safetensors"
         stages.append((label, pruned, report))
         kinds[label] = ("prune", target)
         before, after = report.passes[0].top1, report.passes[-1].top1
-        drop = (before or 0.0) - (after or 0.0)
+        drop = (before or 0.0) - (after or 0.0) + offset
         if job.quantize and job.device == "cpu":
             path, qreport = _quantized(job, pruned, out / "candidates" / f"{label}-int8")
             stages.append((f"{label}+int8", path, qreport))
@@ -320,14 +342,42 @@ def _copy_choice(result: AutoResult, out: Path) -> None:
     shutil.copyfile(source, out / f"model{source.suffix}")
 
 
-def _pruned(job: AutoJob, target: float, folder: Path, sensitivity_file: Path | None) -> CompressionReport:
+def _lite(job: AutoJob, folder: Path) -> Path:
+    """EfficientNet-Lite's swap of the original, fine-tuned ``lite_epochs`` with the original as teacher."""
+    from effnet.compress.lite import swap_and_recover
+
+    _log(f"candidate lite: ReLU6 for SiLU, no squeeze-excitation, {job.lite_epochs} fine-tuning epoch(s)")
+    return swap_and_recover(
+        job.weights,
+        job.data,
+        folder,
+        epochs=job.lite_epochs,
+        alpha=job.distill_alpha or 0.7,  # the swap loses most of the accuracy: always learn from the original
+        **{k: getattr(job, k) for k in ("data_dir", "subset", "batch_size", "img_size", "workers", "seed")},
+        device="auto" if job.device == "cpu" else job.device,
+    )
+
+
+def _top1_drop(job: AutoJob, weights: Path) -> float:
+    """Top-1 points ``weights`` lies below the original on the evaluation split (as ``effnet eval`` measures)."""
+    from effnet.training.eval_checkpoint import evaluate_checkpoint
+
+    def top1(path: str | Path) -> float:
+        return evaluate_checkpoint(path, job.data, data_dir=job.data_dir, workers=0, img_size=job.img_size).top1
+
+    return top1(job.weights) - top1(weights)
+
+
+def _pruned(
+    job: AutoJob, target: float, folder: Path, sensitivity_file: Path | None, source: Path | None = None
+) -> CompressionReport:
     from effnet.compress.prune import channel_multiple
     from effnet.compress.runner import PruneJob, run_prune
 
     if (folder / "report.json").exists():
         return CompressionReport.from_dict(json.loads((folder / "report.json").read_text()))
     prune = PruneJob(
-        weights=job.weights,
+        weights=str(source or job.weights),
         data=job.data,
         out=str(folder),
         target=target,
@@ -335,6 +385,7 @@ def _pruned(job: AutoJob, target: float, folder: Path, sensitivity_file: Path | 
         round_to=channel_multiple(job.device),  # the widths the deployment device computes in
         finetune_epochs=job.finetune_epochs,
         distill_alpha=job.distill_alpha,
+        teacher=job.weights if job.distill_alpha and source else None,  # a lite rung still learns from the original
         sensitivity=job.sensitivity,
         sensitivity_file=str(sensitivity_file) if sensitivity_file else None,
         data_dir=job.data_dir,
@@ -438,6 +489,8 @@ def _identity(job: AutoJob) -> dict[str, Any]:
     from effnet.configs import plain
 
     identity = {k: plain(getattr(job, k)) for k in keep}
+    if job.lite_epochs:  # searches without it keep their identity
+        identity["lite_epochs"] = job.lite_epochs
     if job.distill_alpha:  # searches without it keep their identity
         identity["distill_alpha"] = job.distill_alpha
     return identity

@@ -18,7 +18,9 @@ the original included, is measured in one interleaved run and ``OUT/report.json`
 per stage (``effnet report`` draws it), with the sensitivity and per-layer quantization error of
 the steps that measured them.
 
-Steps: ``prune`` (the settings of ``effnet prune``), ``distill`` (train the current model with
+Steps: ``prune`` (the settings of ``effnet prune``), ``lite`` (EfficientNet-Lite's swap, ReLU6
+for SiLU and no squeeze-excitation, then ``epochs`` of fine-tuning with the original as teacher,
+``alpha`` 0.7 unless set; :mod:`effnet.compress.lite`), ``distill`` (train the current model with
 the original as teacher, settings of ``effnet distill``), ``finetune`` (the same without a
 teacher), ``quantize`` (settings of ``effnet quantize``; last, since it yields an ONNX file) and
 ``export`` (the float model as ONNX; last).
@@ -38,10 +40,11 @@ from effnet.schemas import CompressionPass, CompressionReport
 
 __all__ = ["Recipe", "RecipeStep", "load_recipe", "measure_stages", "run_recipe"]
 
-STEPS = ("prune", "distill", "finetune", "quantize", "export")
+STEPS = ("prune", "lite", "distill", "finetune", "quantize", "export")
 SHARED = ("data_dir", "subset", "batch_size", "img_size", "workers", "device", "seed", "threads", "repeats")
 _PRUNE_KEYS = (
-    "method target target_kind importance scope round_to steps finetune_epochs lr augment amp sensitivity "
+    "method target target_kind importance scope round_to include_stem include_head include_squeeze steps "
+    "finetune_epochs lr augment amp sensitivity "
     "sensitivity_images distill_alpha temperature"
 ).split()
 _QUANTIZE_KEYS = (
@@ -51,6 +54,7 @@ _QUANTIZE_KEYS = (
 _TRAIN_KEYS = "epochs lr augment amp temperature alpha".split()
 _STEP_KEYS = {
     "prune": _PRUNE_KEYS,
+    "lite": [*_TRAIN_KEYS, "relu6", "remove_se"],
     "distill": _TRAIN_KEYS,
     "finetune": [k for k in _TRAIN_KEYS if k not in ("temperature", "alpha")],
     "quantize": _QUANTIZE_KEYS,
@@ -134,7 +138,9 @@ def _check_settings(recipe: Recipe) -> None:
                 _prune_job(recipe, step, Path("."), resume=False).validate()
             elif step.name == "quantize":
                 _quantize_config(step)
-            elif step.name in ("distill", "finetune"):
+            elif step.name in ("distill", "finetune", "lite"):
+                if step.name == "lite":
+                    _lite_config(step)
                 epochs = step.settings.get("epochs", 1)
                 if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
                     raise EffnetError(f"epochs must be a whole number of at least 1, got {epochs!r}")
@@ -225,7 +231,32 @@ def _run_step(recipe: Recipe, step: RecipeStep, current: Path, folder: Path) -> 
         if not path.exists():
             export_model(load_model(None, current), "onnx", path, img_size=recipe.shared.get("img_size"))
         return path, None
+    if step.name == "lite":
+        from effnet.compress.lite import swap_and_recover
+
+        settings = {k: v for k, v in step.settings.items() if k not in ("relu6", "remove_se")}
+        return swap_and_recover(
+            current,
+            recipe.data,
+            folder,
+            teacher=recipe.weights,
+            config=_lite_config(step),
+            epochs=settings.pop("epochs", 1),
+            alpha=settings.pop("alpha", 0.7),
+            temperature=settings.pop("temperature", None),
+            **settings,
+            **{k: v for k, v in recipe.shared.items() if k in _TRAIN_SHARED},
+        ), None
     return _train_step(recipe, step, current, folder), None
+
+
+_TRAIN_SHARED = ("data_dir", "subset", "batch_size", "img_size", "workers", "device", "seed")
+
+
+def _lite_config(step: RecipeStep) -> Any:
+    from effnet.compress.lite import LiteSwapConfig
+
+    return LiteSwapConfig(**{k: v for k, v in step.settings.items() if k in ("relu6", "remove_se")})
 
 
 _QUANTIZE_JOB_KEYS = ("data_dir", "subset", "batch_size", "img_size", "workers", "seed", "threads", "repeats")
@@ -259,8 +290,7 @@ def _train_step(recipe: Recipe, step: RecipeStep, current: Path, folder: Path) -
         "epochs": settings.pop("epochs", 1),
         "resume": (folder / "config.yaml").exists(),
         "tensorboard": False,
-        **{k: v for k, v in recipe.shared.items() if k in ("data_dir", "subset", "batch_size", "img_size")},
-        **{k: v for k, v in recipe.shared.items() if k in ("workers", "device", "seed")},
+        **{k: v for k, v in recipe.shared.items() if k in _TRAIN_SHARED},
     }
     if step.name == "distill":
         from effnet.training.distill import distill

@@ -54,6 +54,9 @@ class PruneJob:
     importance: Literal["l1", "l2", "bn_scale", "taylor"] = "l2"
     scope: Literal["global", "local"] = "global"
     round_to: int | Literal["auto"] = "auto"  # kept widths' multiple; auto: the CPU runtime's (channel_multiple)
+    include_stem: bool = False  # structured: which channel groups besides the blocks' may narrow
+    include_head: bool = False
+    include_squeeze: bool = True
     steps: int = 1  # prune -> fine-tune rounds toward the target
     finetune_epochs: int = 0  # per step; 0 measures the pruned model as it is
     data_dir: str | None = None
@@ -75,6 +78,7 @@ class PruneJob:
     sensitivity_images: int = 1000  # validation images each sensitivity point is measured on
     sensitivity_file: str | None = None  # reuse a sensitivity.json measured on the same original
     distill_alpha: float = 0.0  # > 0: fine-tune with the unpruned original as teacher (this weight on its term)
+    teacher: str | None = None  # another checkpoint to distil from instead (e.g. the model ``weights`` came from)
     temperature: float = 4.0  # softens teacher and student outputs when distilling
     resume: bool = False
     progress: bool = True
@@ -101,6 +105,8 @@ class PruneJob:
             problems.append(input_size_problem(self.img_size, "img_size"))
         if self.repeats < 1 or self.batch_size < 1:
             problems.append("repeats and batch_size must be at least 1")
+        if self.method != "structured" and (self.include_stem or self.include_head or not self.include_squeeze):
+            problems.append("--include-stem, --include-head and --keep-squeeze choose channel groups (structured)")
         if self.sensitivity and self.method != "structured":
             problems.append("--sensitivity guides structured pruning; drop it for unstructured")
         if self.sensitivity and self.target_kind == "latency":
@@ -109,6 +115,10 @@ class PruneJob:
             problems.append("--sensitivity-file goes with --sensitivity")
         if self.sensitivity_file and not Path(self.sensitivity_file).is_file():
             problems.append(f"sensitivity_file {self.sensitivity_file} does not exist")
+        if self.teacher and not self.distill_alpha:
+            problems.append("a teacher is only used with --distill-alpha")
+        if self.teacher and not Path(self.teacher).is_file():
+            problems.append(f"teacher {self.teacher} does not exist")
         if self.distill_alpha and not self.finetune_epochs:
             problems.append("--distill-alpha guides the recovery fine-tune; give --finetune-epochs too")
         if not 0.0 <= self.distill_alpha <= 1.0:
@@ -196,7 +206,8 @@ def run_prune(job: PruneJob) -> CompressionReport:
             save_model(pruned, pruned_path, sparse=job.method == "unstructured")
             _write_json(folder / "pass.json", report.to_dict())
         if job.finetune_epochs:
-            pruned = _fine_tune(pruned, job, step, folder / "train", splits, teacher=original)
+            teacher = load_model(None, job.teacher).eval() if job.teacher and job.distill_alpha else original
+            pruned = _fine_tune(pruned, job, step, folder / "train", splits, teacher=teacher)
         save_model(pruned, folder / "model.safetensors", sparse=job.method == "unstructured")
         model = pruned
         progress["done"] = step
@@ -221,7 +232,17 @@ def _identity(job: PruneJob) -> dict[str, Any]:
         identity["sensitivity"] = [plain(list(job.sensitivity_ratios)), job.sensitivity_images]
     if job.distill_alpha:
         identity["distill"] = [job.distill_alpha, job.temperature]
+    if job.teacher:
+        identity["teacher"] = str(job.teacher)
+    groups = _groups(job)
+    if groups != _groups(PruneJob()):  # jobs with the default groups keep their identity
+        identity["groups"] = groups
     return identity
+
+
+def _groups(job: PruneJob) -> dict[str, bool]:
+    """Which optional channel groups a structured job may narrow (PruneChannelsConfig's fields)."""
+    return {k: getattr(job, k) for k in ("include_stem", "include_head", "include_squeeze")}
 
 
 def _check_prunable(model: nn.Module, job: PruneJob) -> None:
@@ -317,6 +338,7 @@ def _step_config(
         importance=job.importance,
         scope=job.scope,
         round_to=job.multiple,
+        **_groups(job),
     )
 
 
@@ -383,7 +405,7 @@ def _sensitivity_step(
 
     goal = _cumulative(job, step)
     # Widths depend only on the ratios, not on which channels go: plan them with a data-free ranking.
-    planning = {"importance": "l2", "round_to": job.multiple}
+    planning = {"importance": "l2", "round_to": job.multiple, **_groups(job)}
     ratios, threshold = ratios_for_target(
         sensitivity,
         original,
@@ -395,7 +417,7 @@ def _sensitivity_step(
     _log(job, f"step {step}/{job.steps}: units pruned while each loses at most {threshold:.2f} points alone")
     plan = PruneChannelsConfig(target=goal, target_kind=job.target_kind, scope="local", ratios=ratios, **planning)  # type: ignore[arg-type]
     _, details = plan_channels(original, plan, PassContext(img_size=size))  # type: ignore[arg-type]
-    common = {"importance": job.importance, "round_to": job.multiple}
+    common = {"importance": job.importance, "round_to": job.multiple, **_groups(job)}
     structure = current.structure()  # type: ignore[operator]
     relative: dict[str, float] = {}
     for name, (_, width) in details["groups"].items():
@@ -474,7 +496,8 @@ def _fine_tune(
         smoothing = recipe.get("label_smoothing", 0.1)
         # A copy: the task moves its teacher to the training device and memory format.
         task = DistillationTask(copy.deepcopy(teacher), job.temperature, job.distill_alpha, label_smoothing=smoothing)
-    how = f" with the original as teacher (alpha {job.distill_alpha:g}, T {job.temperature:g})" if task else ""
+    who = job.teacher or "the original"
+    how = f" with {who} as teacher (alpha {job.distill_alpha:g}, T {job.temperature:g})" if task else ""
     _log(job, f"step {step}/{job.steps}: fine-tuning for {job.finetune_epochs} epochs{how} in {run_dir}")
     slow = _quicken_batchnorm(model)
     result = fit(model, job.data, recipe, task=task, callbacks=callbacks)
