@@ -240,7 +240,7 @@ def run_auto(job: AutoJob) -> AutoResult:
             kinds["lite+int8"] = ("lite+quantize", None)
         lite_drop = _top1_drop(job, lite)
         if lite_drop <= job.max_accuracy_drop:
-            _log(f"lite is {lite_drop:.2f} points below the original: the pruning rungs start from it")
+            _log(f"lite scores {-lite_drop:+.2f} points against the original: the pruning rungs start from it")
             source, offset = lite, lite_drop
         else:
             _log(f"lite lost {lite_drop:.2f} points: the pruning rungs start from the original")
