@@ -25,6 +25,7 @@ from effnet.compress.base import (
     register_pass,
 )
 from effnet.compress.inference import FoldBatchNormConfig, FreezePaddingConfig
+from effnet.compress.lite import LiteSwapConfig, swap_and_recover
 from effnet.compress.prune import PruneChannelsConfig
 from effnet.compress.qat import FakeQuantCallback
 from effnet.compress.quantize import QuantizeConfig
@@ -35,6 +36,7 @@ __all__ = [
     "FakeQuantCallback",
     "FoldBatchNormConfig",
     "FreezePaddingConfig",
+    "LiteSwapConfig",
     "ModelStats",
     "Pass",
     "PassConfig",
@@ -53,4 +55,5 @@ __all__ = [
     "rebuild_structure",
     "register_pass",
     "suggest_ratios",
+    "swap_and_recover",
 ]
