@@ -107,6 +107,12 @@ def test_what_cannot_be_pruned_is_refused_before_any_work(trained, tmp_path, cap
     argv = ["prune", "--weights", str(weights), "--data", str(other), "--out", str(tmp_path / "x"), *FAST]
     assert main(argv) == 1
     assert "classes differ" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    other_teacher = effnet.save_model(effnet.create_model("efficientnet_b0", num_classes=4), tmp_path / "t.safetensors")
+    argv = ["prune", "--weights", str(weights), "--data", str(data), "--out", str(tmp_path / "t"), "--teacher",
+            str(other_teacher), "--distill-alpha", "0.5", "--finetune-epochs", "1", *FAST]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "has other classes" in err and err.count("\n") == 1 and not (tmp_path / "t").exists()
 
 
 def test_the_report_reads_the_pruning_report(trained, tmp_path):

@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--keep-squeeze",
         action="store_true",
         help="structured: leave squeeze-excitation widths alone and spend the target on convolutions "
-        "(measured faster at the same FLOPs on ONNX Runtime; docs/pruning.md)",
+        "(their time barely depends on width at batch 1; measurements in docs/pruning.md)",
     )
     p.add_argument("--steps", type=positive_int, default=1, help="prune/fine-tune rounds toward the target (1)")
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tuning epochs per step (default 0)")

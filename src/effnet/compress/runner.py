@@ -165,6 +165,7 @@ def run_prune(job: PruneJob) -> CompressionReport:
         raise EffnetError(f"{out} holds no pruning job to resume (no progress.json)")
     original = load_model(None, job.weights).eval()
     _check_prunable(original, job)
+    teacher = _teacher(job, original)
     splits, loader = _validation_data(original, job)
     out.mkdir(parents=True, exist_ok=True)
     progress = json.loads(state_path.read_text()) if state_path.exists() else {"done": 0, "top1": {}}
@@ -206,7 +207,6 @@ def run_prune(job: PruneJob) -> CompressionReport:
             save_model(pruned, pruned_path, sparse=job.method == "unstructured")
             _write_json(folder / "pass.json", report.to_dict())
         if job.finetune_epochs:
-            teacher = load_model(None, job.teacher).eval() if job.teacher and job.distill_alpha else original
             pruned = _fine_tune(pruned, job, step, folder / "train", splits, teacher=teacher)
         save_model(pruned, folder / "model.safetensors", sparse=job.method == "unstructured")
         model = pruned
@@ -238,6 +238,21 @@ def _identity(job: PruneJob) -> dict[str, Any]:
     if groups != _groups(PruneJob()):  # jobs with the default groups keep their identity
         identity["groups"] = groups
     return identity
+
+
+def _teacher(job: PruneJob, original: nn.Module) -> nn.Module:
+    """The model the recovery distils from: ``job.teacher`` if given (same classes), else the original."""
+    from effnet.factory import load_model
+
+    if not (job.teacher and job.distill_alpha):
+        return original
+    teacher = load_model(None, job.teacher).eval()
+    theirs = list(getattr(teacher, "pretrained_meta", {}).get("classes") or [])
+    if theirs != list(original.pretrained_meta.get("classes") or []):
+        raise EffnetError(
+            f"teacher {job.teacher} has other classes than {job.weights}; distil from a model of the same data"
+        )
+    return teacher
 
 
 def _groups(job: PruneJob) -> dict[str, bool]:
