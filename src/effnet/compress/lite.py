@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from effnet.compress.base import Pass, PassConfig, PassContext, apply_pass, register_pass
+from effnet.compress.prune import _name
 from effnet.errors import EffnetError
 from effnet.models.efficientnet import EfficientNet
 
@@ -77,8 +78,7 @@ class LiteSwap(Pass):
 
     def unsupported(self, model: nn.Module) -> str | None:
         if not isinstance(model, EfficientNet):
-            name = getattr(model, "baseline_name", None) or type(model).__name__
-            return f"the swap rebuilds EfficientNets from their config; {name} is not one"
+            return f"the swap rebuilds EfficientNets from their config; {_name(model)} is not one"
         if getattr(model, "effnet_passes", None):
             return "swap before folding batch norms or freezing padding"
         if model.config.activation == "relu6" and not any(b.se_channels for b in model.layout.blocks):
