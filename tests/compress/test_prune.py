@@ -7,7 +7,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import effnet
 from effnet.compress import PassContext, apply_pass
 from effnet.compress.prune import PruneChannelsConfig, _layout_with, plan_channels
-from effnet.models.summary import count_flops, count_params
+from effnet.models.summary import count_flops, count_params, layout_cost
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +93,8 @@ def test_pruned_model_saves_and_reloads_without_the_pass(b0, tmp_path):
         ({"round_to": 0}, "round_to must be between 1 and 256"),
         ({"ratios": {"stages.*": 1.0}}, r"must be a fraction in \[0, 1\)"),
         ({"importance": "random"}, "importance must be one of l1, l2, bn_scale, taylor"),
+        ({"max_ratio": 0.0}, r"max_ratio must be a fraction in \(0, 1\]"),
+        ({"score_scale": {"stages.1.0.hidden": -1.0}}, "must be a positive number"),
     ],
 )
 def test_bad_settings_are_one_line(settings, message):
@@ -130,3 +132,54 @@ def test_widths_keep_a_multiple_of_sixteen_when_asked(b0):
     changed = {name: after for name, (before, after) in report.details["groups"].items() if after != before}
     assert changed and all(width % 16 == 0 for width in changed.values())
     assert count_flops(pruned, 64) <= 0.5 * count_flops(b0, 64)
+
+
+def test_no_group_loses_more_than_max_ratio(b0):
+    cheap = {"stages.1.1.hidden": 0.1}  # left to itself, the threshold would take almost all of this group
+    uncapped = plan_channels(b0, PruneChannelsConfig(target=0.5, target_kind="flops", score_scale=cheap))[1]
+    assert uncapped["groups"]["stages.1.1.hidden"] == [144, 8]
+    config = PruneChannelsConfig(target=0.5, target_kind="flops", score_scale=cheap, max_ratio=0.6)
+    _, report = apply_pass(b0, config, PassContext(img_size=64))
+    assert report.details["met"]
+    for name, (before, after) in report.details["groups"].items():
+        assert after >= 0.4 * before, name
+
+
+def test_score_scale_moves_the_cut_between_groups(b0):
+    """A group whose scores are scaled down (its FLOPs cost more time) gives more channels."""
+    plain = PruneChannelsConfig(target=0.4, target_kind="flops")
+    cheap = PruneChannelsConfig(target=0.4, target_kind="flops", score_scale={"stages.1.1.hidden": 0.5})
+    before = plan_channels(b0, plain, PassContext(img_size=64))[1]["groups"]
+    after = plan_channels(b0, cheap, PassContext(img_size=64))[1]["groups"]
+    assert after["stages.1.1.hidden"][1] < before["stages.1.1.hidden"][1]
+    assert sum(w for _, w in after.values()) > sum(w for _, w in before.values())  # the FLOPs came from one group
+
+
+def test_latency_scale_is_measured_per_stage(monkeypatch):
+    """One value per non-squeeze group, shared within a stage's hidden widths, from the timed variants."""
+    from effnet.bench import core
+    from effnet.compress.prune import measure_latency_scale
+
+    torch.manual_seed(0)
+    model = effnet.create_model(effnet.scaled_config(-2), num_classes=3).eval()  # B0 with fewer blocks
+    timed: list[str] = []
+
+    def fake_benchmark(models, **kwargs):  # the parent takes 10 ms; each variant 1 ms less per 10% FLOPs saved
+        from types import SimpleNamespace
+
+        full = layout_cost(model.config, kwargs["img_size"])[1]
+        rows = []
+        for name, m in models:
+            timed.append(name)
+            saved = 1 - layout_cost(m.config, kwargs["img_size"])[1] / full
+            slower = 2.0 if name == "stages.1.*.hidden" else 1.0  # this stage's FLOPs cost twice the time
+            rows.append(SimpleNamespace(model=name, latency_ms_median=10.0 * (1 - slower * saved)))
+        return SimpleNamespace(results=rows)
+
+    monkeypatch.setattr(core, "benchmark", fake_benchmark)
+    monkeypatch.setattr("effnet.bench.benchmark", fake_benchmark)
+    scale = measure_latency_scale(model, PruneChannelsConfig(round_to=8), 32)
+    assert timed[0] == "parent" and "stages.1.*.hidden" in timed and "stages.1.0.out" in timed
+    assert not any(name.endswith(".squeeze") for name in scale)
+    assert scale["stages.1.0.hidden"] == scale["stages.1.1.hidden"] > 1.2
+    assert all(abs(v - 1.0) < 1e-6 for k, v in scale.items() if not k.startswith("stages.1.") or "out" in k)

@@ -10,7 +10,8 @@ from tests.training.conftest import make_image_folder
 
 import effnet
 from effnet.cli import main
-from effnet.compress import PruneWeightsConfig
+from effnet.compress import PassContext, PruneWeightsConfig
+from effnet.compress.prune import PruneChannelsConfig, plan_channels
 from effnet.compress.sparsity import prunable_weights
 from effnet.schemas import BenchReport, CompressionReport, PassReport
 
@@ -85,6 +86,7 @@ def test_unstructured_pruning_shrinks_the_file_not_the_shapes(trained, tmp_path,
         (["--distill-alpha", "1.5", "--finetune-epochs", "1"], r"distill_alpha must be in \[0, 1\]"),
         (["--method", "unstructured", "--keep-squeeze"], "choose channel groups"),
         (["--teacher", "t.safetensors"], "a teacher is only used with --distill-alpha"),
+        (["--latency-aware", "--scope", "local"], "--latency-aware weighs one global threshold"),
         (["--teacher", "none.safetensors", "--distill-alpha", "0.5", "--finetune-epochs", "1"], "does not exist"),
     ],
 )
@@ -266,3 +268,37 @@ def test_recovery_can_distill_from_the_unpruned_original(trained, tmp_path, caps
     assert weights.read_bytes() == before
     pruned = effnet.create_model(weights=out / "model.safetensors")
     assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in original.parameters())
+
+
+def test_latency_aware_pruning_cuts_where_time_per_flop_is_highest(trained, tmp_path, capsys, monkeypatch):
+    """The measured time per FLOP (here stubbed: stage 1's FLOPs cost 4x) steers the global cut,
+    within the cap, and latency is measured at --bench-size."""
+    from effnet.compress import runner
+    from effnet.compress.prune import prunable_groups
+
+    data, weights = trained
+    seen = {}
+
+    def fake_scale(model, config, img_size, **kwargs):
+        seen["size"] = img_size
+        names = [g.name for g in prunable_groups(model, config) if g.kind != "squeeze"]
+        return {name: (4.0 if name.startswith("stages.1.") and name.endswith(".hidden") else 1.0) for name in names}
+
+    monkeypatch.setattr(runner, "measure_latency_scale", fake_scale)
+    out = tmp_path / "out"
+    argv = ["prune", "--weights", str(weights), "--data", str(data), "--out", str(out), "--target", "0.4",
+            "--round-to", "8", "--latency-aware", "--bench-size", "48", *FAST]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    assert seen["size"] == 48
+    progress = json.loads((out / "progress.json").read_text())
+    assert progress["latency_scale"]["stages.1.0.hidden"] == 4.0 and progress["job"]["latency_aware"]
+    groups = PassReport.from_dict(json.loads((out / "steps" / "1" / "pass.json").read_text())).details["groups"]
+    plain = PruneChannelsConfig(target=0.4, target_kind="flops", round_to=8)
+    baseline = plan_channels(effnet.create_model(weights=weights), plain, PassContext(img_size=32))[1]["groups"]
+    for name in ("stages.1.0.hidden", "stages.1.1.hidden"):
+        assert groups[name][1] < baseline[name][1] and groups[name][1] >= groups[name][0] / 4
+    bench = BenchReport.from_dict(json.loads((out / "bench.json").read_text()))
+    assert {r.img_size for r in bench.results} == {48}
+    capsys.readouterr()
+    assert main([*[a for a in argv if a != "--latency-aware"], "--resume"]) == 1  # part of the job
+    assert "other settings" in capsys.readouterr().err

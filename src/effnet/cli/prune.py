@@ -59,6 +59,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="structured: leave squeeze-excitation widths alone and spend the target on convolutions "
         "(their time barely depends on width at batch 1; measurements in docs/pruning.md)",
     )
+    p.add_argument(
+        "--latency-aware",
+        action="store_true",
+        help="structured, global: time each group's FLOPs in ONNX Runtime first and prune most where a FLOP "
+        "costs most time (docs/pruning.md)",
+    )
     p.add_argument("--steps", type=positive_int, default=1, help="prune/fine-tune rounds toward the target (1)")
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tuning epochs per step (default 0)")
     p.add_argument(
@@ -91,6 +97,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per batch (default 64)")
     p.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate (default per optimizer)")
     p.add_argument("--img-size", type=image_size, default=None, help="input size (default: the checkpoint's)")
+    p.add_argument(
+        "--bench-size",
+        type=image_size,
+        default=None,
+        help="input size latency is measured at, e.g. the deployment's 224 (default: --img-size)",
+    )
     p.add_argument("--threads", type=positive_int, default=None, help="threads for the latency measurement")
     p.add_argument("--repeats", type=positive_int, default=50, help="timed runs per model and runtime (50)")
     p.add_argument("--workers", type=int, default=2, help="data loading processes (default 2)")
@@ -126,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
         include_stem=args.include_stem,
         include_head=args.include_head,
         include_squeeze=not args.keep_squeeze,
+        latency_aware=args.latency_aware,
+        bench_size=args.bench_size,
         steps=args.steps,
         finetune_epochs=args.finetune_epochs,
         data_dir=args.data_dir,

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -48,6 +49,7 @@ __all__ = [
     "PruneChannelsConfig",
     "channel_multiple",
     "channel_scores",
+    "measure_latency_scale",
     "plan_channels",
 ]
 
@@ -71,6 +73,8 @@ class PruneChannelsConfig(PassConfig):
     include_squeeze: bool = True  # squeeze-and-excitation widths
     ratios: dict[str, float] = field(default_factory=dict)  # group-name patterns -> fraction to remove (local)
     taylor_batches: int = 4  # batches of context data for the taylor importance
+    score_scale: dict[str, float] = field(default_factory=dict)  # group name -> multiplier on its scores (global)
+    max_ratio: float = 1.0  # global: no group loses more than this fraction of its channels
 
     def validate(self) -> list[str]:
         problems = []
@@ -81,6 +85,11 @@ class PruneChannelsConfig(PassConfig):
         for pattern, ratio in self.ratios.items():
             if not isinstance(ratio, int | float) or not 0.0 <= ratio < 1.0:
                 problems.append(f"ratios[{pattern!r}] must be a fraction in [0, 1), got {ratio!r}")
+        for name, value in self.score_scale.items():
+            if not isinstance(value, int | float) or not value > 0:
+                problems.append(f"score_scale[{name!r}] must be a positive number, got {value!r}")
+        if not 0.0 < self.max_ratio <= 1.0:
+            problems.append(f"max_ratio must be a fraction in (0, 1], got {self.max_ratio}")
         if self.taylor_batches < 1:
             problems.append(f"taylor_batches must be at least 1, got {self.taylor_batches}")
         return problems
@@ -170,9 +179,14 @@ def _round_up(count: int, multiple: int, limit: int) -> int:
 
 
 def _keep_counts(
-    scores: dict[str, torch.Tensor], sizes: dict[str, int], threshold: float, round_to: int
+    scores: dict[str, torch.Tensor], sizes: dict[str, int], threshold: float, round_to: int, max_ratio: float = 1.0
 ) -> dict[str, int]:
-    return {name: _round_up(int((s > threshold).sum()), round_to, sizes[name]) for name, s in scores.items()}
+    return {
+        name: _round_up(
+            max(int((s > threshold).sum()), math.ceil(sizes[name] * (1.0 - max_ratio))), round_to, sizes[name]
+        )
+        for name, s in scores.items()
+    }
 
 
 def _local_counts(sizes: dict[str, int], ratios: dict[str, float], round_to: int) -> dict[str, int]:
@@ -193,7 +207,7 @@ def plan_channels(
     gradients = _gradients(model, context, config.taylor_batches) if config.importance == "taylor" else None
     raw = {g.name: channel_scores(model, g, config.importance, gradients) for g in groups}
     # Normalise by each group's mean so one threshold compares groups of different sizes and depths.
-    scores = {name: s / s.mean().clamp_min(1e-12) for name, s in raw.items()}
+    scores = {name: s / s.mean().clamp_min(1e-12) * config.score_scale.get(name, 1.0) for name, s in raw.items()}
     sizes = {g.name: g.channels for g in groups}
     img_size = context.img_size or model.config.resolution
 
@@ -212,11 +226,11 @@ def plan_channels(
         low, high = 0, len(values) - 1
         while low < high:
             mid = (low + high) // 2
-            if cost(_keep_counts(scores, sizes, values[mid], config.round_to)) <= goal:
+            if cost(_keep_counts(scores, sizes, values[mid], config.round_to, config.max_ratio)) <= goal:
                 high = mid
             else:
                 low = mid + 1
-        counts = _keep_counts(scores, sizes, values[low], config.round_to)
+        counts = _keep_counts(scores, sizes, values[low], config.round_to, config.max_ratio)
         chosen: dict[str, Any] = {"threshold": values[low]}
     else:
         explicit = {
@@ -251,10 +265,82 @@ def plan_channels(
     return keep, details
 
 
+_NOISE = 0.02  # time and FLOPs shares added to both sides of a unit's ratio (see measure_latency_scale)
+
+
+def measure_latency_scale(
+    model: EfficientNet,
+    config: PruneChannelsConfig | None = None,
+    img_size: int | None = None,
+    *,
+    fraction: float = 0.5,
+    threads: int | None = None,
+    repeats: int = 50,
+    say: Callable[[str], None] | None = None,
+) -> dict[str, float]:
+    """How much latency each group saves per FLOP it saves, relative to the whole network, measured.
+
+    The groups are timed by stage, as :func:`~effnet.compress.sensitivity.sensitivity_units` splits
+    them (a stage's expansion widths together, each residual width alone; squeeze widths carry
+    almost no FLOPs and are left out): each unit is narrowed alone by ``fraction`` and the variants
+    run round-robin with the parent in ONNX Runtime at batch 1, measuring time instead of
+    counting it as NetAdapt does (Yang et al., 2018, https://arxiv.org/abs/1804.03230). A single
+    group's saving is within timing noise; a stage's is not. A value of 2 means the unit's FLOPs
+    cost twice the network's average time per FLOP (on B0 at 224 px: the early, high-resolution
+    depthwise stages). Every group of a unit gets the unit's value, ``(dt + 0.02) / (df + 0.02)`` for
+    its shares ``dt`` of the time and ``df`` of the FLOPs, so that a unit with few FLOPs (whose
+    ``dt`` is mostly timing noise, about 1% here) stays near 1.
+    """
+    from effnet.bench import benchmark
+    from effnet.compress.sensitivity import sensitivity_units
+
+    config = config or PruneChannelsConfig()
+    size = img_size or model.config.resolution
+    full = layout_cost(model.config, size)[1]
+    groups = {g.name: g for g in prunable_groups(model, config) if g.kind != "squeeze"}
+    variants: list[tuple[str, nn.Module]] = [("parent", model)]
+    saved: dict[str, float] = {}
+    members: dict[str, list[str]] = {}
+    for unit in sensitivity_units(model, "stage", config.round_to):
+        names = [name for name in unit.groups if name in groups]
+        counts = {
+            n: _round_up(math.ceil(groups[n].channels * (1 - fraction)), config.round_to, groups[n].channels)
+            for n in names
+        }
+        keep = {
+            n: sorted(torch.topk(channel_scores(model, groups[n], config.importance), counts[n]).indices.tolist())
+            for n in names
+            if counts[n] < groups[n].channels
+        }
+        if not keep:
+            continue
+        saved[unit.name] = 1.0 - layout_cost(_layout_with(model, counts), size)[1] / full
+        members[unit.name] = names
+        variants.append((unit.name, keep_channels(model, keep)))
+    if say:
+        say(f"timing {len(variants) - 1} one-stage variants against the parent at {size} px (ONNX Runtime) ...")
+    result = benchmark(
+        variants,
+        runtimes=("onnxruntime",),
+        img_size=size,
+        threads=threads,
+        repeats=repeats,
+        warmup=3,
+        measure_memory=False,
+    )
+    times = {r.model: r.latency_ms_median for r in result.results if r.latency_ms_median}
+    if "parent" not in times:
+        raise EffnetError("ONNX Runtime could not time the model; install onnxruntime to weigh groups by latency")
+    scale: dict[str, float] = {}
+    for unit, _ in variants[1:]:
+        if unit in times:
+            value = max(0.0, 1.0 - times[unit] / times["parent"] + _NOISE) / (saved[unit] + _NOISE)
+            scale.update(dict.fromkeys(members[unit], value))
+    return scale
+
+
 def _layout_with(model: EfficientNet, counts: dict[str, int]):  # noqa: ANN202 - an EfficientNetConfig
     """The config of ``model`` with the given group widths (only the widths; no weights involved)."""
-    from dataclasses import replace
-
     layout = model.layout
     blocks = list(layout.blocks)
     stem, head = layout.stem_channels, layout.head_channels

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from torch import nn
 
 from effnet.compress.base import PassContext, apply_pass
-from effnet.compress.prune import PruneChannelsConfig
+from effnet.compress.prune import PruneChannelsConfig, measure_latency_scale
 from effnet.compress.sparsity import PruneWeightsConfig, SparsityCallback, prunable_weights, sparsity_of
 from effnet.configs import checked_fields, plain
 from effnet.errors import EffnetError
@@ -38,6 +38,8 @@ from effnet.sizes import input_size_problem
 __all__ = ["PruneJob", "run_prune"]
 
 Method = Literal["structured", "unstructured"]
+# With --latency-aware the cheap-to-cut stages would otherwise lose nearly all their channels.
+LATENCY_AWARE_MAX_RATIO = 0.75
 TargetKind = Literal["channels", "params", "flops", "latency"]
 
 
@@ -57,6 +59,7 @@ class PruneJob:
     include_stem: bool = False  # structured: which channel groups besides the blocks' may narrow
     include_head: bool = False
     include_squeeze: bool = True
+    latency_aware: bool = False  # structured, global: spend the target where ONNX Runtime time per FLOP is highest
     steps: int = 1  # prune -> fine-tune rounds toward the target
     finetune_epochs: int = 0  # per step; 0 measures the pruned model as it is
     data_dir: str | None = None
@@ -65,6 +68,7 @@ class PruneJob:
     batch_size: int = 64
     lr: float | None = None
     img_size: int | None = None  # default: the checkpoint's input size
+    bench_size: int | None = None  # input size latency is measured (and weighed) at; default: img_size
     augment: Literal["none", "flip", "randaugment", "trivialaugment"] = "flip"
     amp: Literal["off", "fp16", "bf16"] = "off"
     workers: int = 2
@@ -101,8 +105,11 @@ class PruneJob:
             problems.append(f"steps must be between 1 and 50, got {self.steps}")
         if self.finetune_epochs < 0:
             problems.append(f"finetune_epochs must not be negative, got {self.finetune_epochs}")
-        if self.img_size is not None and input_size_problem(self.img_size, "img_size"):
-            problems.append(input_size_problem(self.img_size, "img_size"))
+        for name in ("img_size", "bench_size"):
+            if getattr(self, name) is not None and input_size_problem(getattr(self, name), name):
+                problems.append(input_size_problem(getattr(self, name), name))
+        if self.latency_aware and (self.method != "structured" or self.scope != "global" or self.sensitivity):
+            problems.append("--latency-aware weighs one global threshold: structured, --scope global, no --sensitivity")
         if self.repeats < 1 or self.batch_size < 1:
             problems.append("repeats and batch_size must be at least 1")
         if self.method != "structured" and (self.include_stem or self.include_head or not self.include_squeeze):
@@ -183,11 +190,26 @@ def run_prune(job: PruneJob) -> CompressionReport:
     if progress["done"]:
         model = load_model(None, out / "steps" / str(progress["done"]) / "model.safetensors")
     size = _img_size(original, job)
+    bench_size = job.bench_size or size
+    scale: dict[str, float] | None = None
+    if job.latency_aware:
+        scale = progress.get("latency_scale")
+        if scale is None:
+            scale = measure_latency_scale(
+                original,
+                PruneChannelsConfig(round_to=job.multiple, **_groups(job)),
+                bench_size,
+                threads=job.threads,
+                repeats=job.repeats,
+                say=lambda text: _log(job, text),
+            )
+            progress["latency_scale"] = scale
+            _write_json(state_path, progress)
     latency_flops: float | None = None
     if job.method == "structured" and job.target_kind == "latency":
         latency_flops = progress.get("latency_flops")
         if latency_flops is None:
-            latency_flops = _flops_for_latency(original, job, size)
+            latency_flops = _flops_for_latency(original, job, bench_size, scale)
             progress["latency_flops"] = latency_flops
             _write_json(state_path, progress)
 
@@ -201,7 +223,7 @@ def run_prune(job: PruneJob) -> CompressionReport:
         if pruned_path.exists() and (folder / "pass.json").exists():
             pruned = load_model(None, pruned_path)
         else:
-            config = _step_config(job, step, latency_flops, sensitivity, original, model, size)
+            config = _step_config(job, step, latency_flops, sensitivity, original, model, size, scale)
             pruned, report = apply_pass(model, config, PassContext(img_size=size, data=_ranking_data(job, splits)))
             _log(job, f"step {step}/{job.steps}: {_describe(report)}")
             save_model(pruned, pruned_path, sparse=job.method == "unstructured")
@@ -215,7 +237,7 @@ def run_prune(job: PruneJob) -> CompressionReport:
 
     final_path = save_model(model, out / "model.safetensors", sparse=job.method == "unstructured")
     top1 = _top1(model, loader, splits.classes, job)
-    report = _measure(original, model, job, size, baseline_top1, top1, final_path, splits.source)
+    report = _measure(original, model, job, bench_size, baseline_top1, top1, final_path, splits.source)
     if sensitivity is not None:
         report.prune_sensitivity = sensitivity.prune_sensitivity
     _write_json(out / "report.json", report.to_dict())
@@ -234,6 +256,10 @@ def _identity(job: PruneJob) -> dict[str, Any]:
         identity["distill"] = [job.distill_alpha, job.temperature]
     if job.teacher:
         identity["teacher"] = str(job.teacher)
+    if job.latency_aware:
+        identity["latency_aware"] = True
+    if job.bench_size and (job.latency_aware or job.target_kind == "latency"):
+        identity["bench_size"] = job.bench_size
     groups = _groups(job)
     if groups != _groups(PruneJob()):  # jobs with the default groups keep their identity
         identity["groups"] = groups
@@ -333,6 +359,7 @@ def _step_config(
     original: nn.Module | None = None,
     current: nn.Module | None = None,
     size: int | None = None,
+    scale: dict[str, float] | None = None,
 ) -> Any:
     done, goal = _cumulative(job, step - 1), _cumulative(job, step)
     if job.method == "unstructured":  # zeros already there are the smallest magnitudes
@@ -353,8 +380,15 @@ def _step_config(
         importance=job.importance,
         scope=job.scope,
         round_to=job.multiple,
+        score_scale=_score_scale(scale),
+        max_ratio=LATENCY_AWARE_MAX_RATIO if scale else 1.0,
         **_groups(job),
     )
+
+
+def _score_scale(latency_scale: dict[str, float] | None) -> dict[str, float]:
+    """Channel-score multipliers from measured time per FLOP: expensive groups rank lower."""
+    return {name: 1.0 / value for name, value in (latency_scale or {}).items()}
 
 
 def _ranking_data(job: PruneJob, splits: Any) -> Any:
@@ -554,7 +588,7 @@ def _parent_training(weights: str | os.PathLike[str], keys: tuple[str, ...] = _I
     return {k: recorded[k] for k in keys if isinstance(recorded, dict) and recorded.get(k) is not None}
 
 
-def _flops_for_latency(original: nn.Module, job: PruneJob, size: int) -> float:
+def _flops_for_latency(original: nn.Module, job: PruneJob, size: int, scale: dict[str, float] | None = None) -> float:
     """The FLOPs share to remove so that ONNX Runtime latency falls by ``job.target``, found by timing."""
     from effnet.bench import benchmark
 
@@ -565,7 +599,15 @@ def _flops_for_latency(original: nn.Module, job: PruneJob, size: int) -> float:
         trial = (low + high) / 2
         candidate, _ = apply_pass(
             original,
-            PruneChannelsConfig(target=trial, target_kind="flops", importance="l2", round_to=job.multiple),
+            PruneChannelsConfig(
+                target=trial,
+                target_kind="flops",
+                importance="l2",
+                round_to=job.multiple,
+                score_scale=_score_scale(scale),
+                max_ratio=LATENCY_AWARE_MAX_RATIO if scale else 1.0,
+                **_groups(job),
+            ),
             PassContext(img_size=size),
         )
         result = benchmark(
