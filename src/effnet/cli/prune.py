@@ -62,8 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--latency-aware",
         action="store_true",
-        help="structured, global: time each group's FLOPs in ONNX Runtime first and prune most where a FLOP "
-        "costs most time (docs/pruning.md)",
+        help="structured, global: time each stage's FLOPs in ONNX Runtime first (at --bench-size) and prune "
+        "most where a FLOP costs most time (docs/pruning.md)",
     )
     p.add_argument("--steps", type=positive_int, default=1, help="prune/fine-tune rounds toward the target (1)")
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tuning epochs per step (default 0)")

@@ -289,7 +289,7 @@ def measure_latency_scale(
     cost twice the network's average time per FLOP (on B0 at 224 px: the early, high-resolution
     depthwise stages). Every group of a unit gets the unit's value, ``(dt + 0.02) / (df + 0.02)`` for
     its shares ``dt`` of the time and ``df`` of the FLOPs, so that a unit with few FLOPs (whose
-    ``dt`` is mostly timing noise, about 1% here) stays near 1.
+    ``dt`` is mostly timing noise, about 1% here) stays near 1, clamped to [1/4, 4].
     """
     from effnet.bench import benchmark
     from effnet.compress.sensitivity import sensitivity_units
@@ -334,7 +334,8 @@ def measure_latency_scale(
     scale: dict[str, float] = {}
     for unit, _ in variants[1:]:
         if unit in times:
-            value = max(0.0, 1.0 - times[unit] / times["parent"] + _NOISE) / (saved[unit] + _NOISE)
+            value = (1.0 - times[unit] / times["parent"] + _NOISE) / (saved[unit] + _NOISE)
+            value = min(4.0, max(0.25, value))  # a slower narrower variant is noise, not a negative cost
             scale.update(dict.fromkeys(members[unit], value))
     return scale
 
