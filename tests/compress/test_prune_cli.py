@@ -87,6 +87,8 @@ def test_unstructured_pruning_shrinks_the_file_not_the_shapes(trained, tmp_path,
         (["--method", "unstructured", "--keep-squeeze"], "choose channel groups"),
         (["--teacher", "t.safetensors"], "a teacher is only used with --distill-alpha"),
         (["--latency-aware", "--scope", "local"], "--latency-aware weighs one global threshold"),
+        (["--max-ratio", "0"], r"max_ratio must be a fraction in \(0, 1\]"),
+        (["--max-ratio", "0.5", "--scope", "local"], "--max-ratio caps the global threshold"),
         (["--teacher", "none.safetensors", "--distill-alpha", "0.5", "--finetune-epochs", "1"], "does not exist"),
     ],
 )

@@ -65,6 +65,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="structured, global: time each stage's FLOPs in ONNX Runtime first (at --bench-size) and prune "
         "most where a FLOP costs most time (docs/pruning.md)",
     )
+    p.add_argument(
+        "--max-ratio",
+        type=float,
+        default=None,
+        help="structured, global: no group loses more than this fraction of its channels "
+        "(default 0.75 with --latency-aware, else no cap)",
+    )
     p.add_argument("--steps", type=positive_int, default=1, help="prune/fine-tune rounds toward the target (1)")
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tuning epochs per step (default 0)")
     p.add_argument(
@@ -139,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         include_head=args.include_head,
         include_squeeze=not args.keep_squeeze,
         latency_aware=args.latency_aware,
+        max_ratio=args.max_ratio,
         bench_size=args.bench_size,
         steps=args.steps,
         finetune_epochs=args.finetune_epochs,

@@ -44,7 +44,7 @@ STEPS = ("prune", "lite", "distill", "finetune", "quantize", "export")
 SHARED = ("data_dir", "subset", "batch_size", "img_size", "workers", "device", "seed", "threads", "repeats")
 _PRUNE_KEYS = (
     "method target target_kind importance scope round_to include_stem include_head include_squeeze latency_aware steps "
-    "finetune_epochs lr augment amp sensitivity bench_size "
+    "finetune_epochs lr augment amp sensitivity bench_size max_ratio "
     "sensitivity_images distill_alpha temperature"
 ).split()
 _QUANTIZE_KEYS = (

@@ -60,6 +60,7 @@ class PruneJob:
     include_head: bool = False
     include_squeeze: bool = True
     latency_aware: bool = False  # structured, global: spend the target where ONNX Runtime time per FLOP is highest
+    max_ratio: float | None = None  # structured, global: most any group loses (default 0.75 latency-aware, else 1)
     steps: int = 1  # prune -> fine-tune rounds toward the target
     finetune_epochs: int = 0  # per step; 0 measures the pruned model as it is
     data_dir: str | None = None
@@ -108,6 +109,10 @@ class PruneJob:
         for name in ("img_size", "bench_size"):
             if getattr(self, name) is not None and input_size_problem(getattr(self, name), name):
                 problems.append(input_size_problem(getattr(self, name), name))
+        if self.max_ratio is not None and not 0.0 < self.max_ratio <= 1.0:
+            problems.append(f"max_ratio must be a fraction in (0, 1], got {self.max_ratio}")
+        if self.max_ratio is not None and (self.method != "structured" or self.scope != "global"):
+            problems.append("--max-ratio caps the global threshold: structured pruning with --scope global")
         if self.latency_aware and (self.method != "structured" or self.scope != "global" or self.sensitivity):
             problems.append("--latency-aware weighs one global threshold: structured, --scope global, no --sensitivity")
         if self.repeats < 1 or self.batch_size < 1:
@@ -258,6 +263,8 @@ def _identity(job: PruneJob) -> dict[str, Any]:
         identity["teacher"] = str(job.teacher)
     if job.latency_aware:
         identity["latency_aware"] = True
+    if job.max_ratio is not None:
+        identity["max_ratio"] = job.max_ratio
     if job.bench_size and (job.latency_aware or job.target_kind == "latency"):
         identity["bench_size"] = job.bench_size
     groups = _groups(job)
@@ -381,9 +388,16 @@ def _step_config(
         scope=job.scope,
         round_to=job.multiple,
         score_scale=_score_scale(scale),
-        max_ratio=LATENCY_AWARE_MAX_RATIO if scale else 1.0,
+        max_ratio=_max_ratio(job),
         **_groups(job),
     )
+
+
+def _max_ratio(job: PruneJob) -> float:
+    """The most any group may lose: as asked, else a cap for latency-aware plans, else none."""
+    if job.max_ratio is not None:
+        return job.max_ratio
+    return LATENCY_AWARE_MAX_RATIO if job.latency_aware else 1.0
 
 
 def _score_scale(latency_scale: dict[str, float] | None) -> dict[str, float]:
@@ -605,7 +619,7 @@ def _flops_for_latency(original: nn.Module, job: PruneJob, size: int, scale: dic
                 importance="l2",
                 round_to=job.multiple,
                 score_scale=_score_scale(scale),
-                max_ratio=LATENCY_AWARE_MAX_RATIO if scale else 1.0,
+                max_ratio=_max_ratio(job),
                 **_groups(job),
             ),
             PassContext(img_size=size),
