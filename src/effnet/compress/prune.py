@@ -189,6 +189,15 @@ def _keep_counts(
     }
 
 
+def _strongest(scores: dict[str, torch.Tensor], counts: dict[str, int], sizes: dict[str, int]) -> dict[str, list[int]]:
+    """The ``counts[name]`` highest-scoring channels of every group that loses any, in order."""
+    return {
+        name: sorted(torch.topk(scores[name], counts[name]).indices.tolist())
+        for name in sizes
+        if counts[name] < sizes[name]
+    }
+
+
 def _local_counts(sizes: dict[str, int], ratios: dict[str, float], round_to: int) -> dict[str, int]:
     return {name: _round_up(math.ceil(sizes[name] * (1.0 - ratios[name])), round_to, sizes[name]) for name in sizes}
 
@@ -250,11 +259,7 @@ def plan_channels(
         counts = _local_counts(sizes, ratios_for(high_r), config.round_to)
         chosen = {"uniform_ratio": high_r}
     reached = cost(counts)
-    keep = {
-        name: sorted(torch.topk(scores[name], counts[name]).indices.tolist())
-        for name in sizes
-        if counts[name] < sizes[name]
-    }
+    keep = _strongest(scores, counts, sizes)
     details = {
         **chosen,
         "target_kind": config.target_kind,
@@ -292,7 +297,7 @@ def measure_latency_scale(
     ``dt`` is mostly timing noise, about 1% here) stays near 1, clamped to [1/4, 4].
     """
     from effnet.bench import benchmark
-    from effnet.compress.sensitivity import sensitivity_units
+    from effnet.compress.sensitivity import _unit_keep, sensitivity_units
 
     config = config or PruneChannelsConfig()
     size = img_size or model.config.resolution
@@ -303,17 +308,11 @@ def measure_latency_scale(
     members: dict[str, list[str]] = {}
     for unit in sensitivity_units(model, "stage", config.round_to):
         names = [name for name in unit.groups if name in groups]
-        counts = {
-            n: _round_up(math.ceil(groups[n].channels * (1 - fraction)), config.round_to, groups[n].channels)
-            for n in names
-        }
-        keep = {
-            n: sorted(torch.topk(channel_scores(model, groups[n], config.importance), counts[n]).indices.tolist())
-            for n in names
-            if counts[n] < groups[n].channels
-        }
+        scores = {n: channel_scores(model, groups[n], config.importance) for n in names}
+        keep = _unit_keep(scores, {n: groups[n].channels for n in names}, fraction, config.round_to)
         if not keep:
             continue
+        counts = {n: len(channels) for n, channels in keep.items()}
         saved[unit.name] = 1.0 - layout_cost(_layout_with(model, counts), size)[1] / full
         members[unit.name] = names
         variants.append((unit.name, keep_channels(model, keep)))

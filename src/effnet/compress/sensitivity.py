@@ -49,6 +49,7 @@ from effnet.compress.prune import (
     PruneChannels,
     PruneChannelsConfig,
     _local_counts,
+    _strongest,
     channel_scores,
     prunable_groups,
 )
@@ -410,12 +411,7 @@ def _unit_keep(
 ) -> dict[str, list[int]]:
     """The channels :func:`plan_channels` keeps when the unit's groups are pruned at ``ratio`` in local
     scope and every other group at 0 (the tests check it against plan_channels)."""
-    counts = _local_counts(sizes, dict.fromkeys(sizes, ratio), round_to)
-    return {
-        name: sorted(torch.topk(scores[name], counts[name]).indices.tolist())
-        for name in sizes
-        if counts[name] < sizes[name]
-    }
+    return _strongest(scores, _local_counts(sizes, dict.fromkeys(sizes, ratio), round_to), sizes)
 
 
 def _model_name(model: nn.Module) -> str:
