@@ -17,7 +17,8 @@ uint8 activations but ``Add`` left out of ``op_types_to_quantize``; then effnet'
 ``quantize_model`` with and without bias correction, each observer, ``auto_float`` (mixed
 precision: the N layers whose quantization alone moves the output most kept in float), AdaRound
 rounding (``rounding="adaround"``) with and without bias correction, fp16
-storage, ``keep_float`` of the four layers with the worst SQNR (the ranking ``auto_float``
+storage, the classifier's weights at 4 bits (``classifier_bits=4``, with int8 elsewhere or alone),
+``keep_float`` of the four layers with the worst SQNR (the ranking ``auto_float``
 replaces), and the default file with its residual additions computed in float (an experiment,
 not an option).
 """
@@ -124,9 +125,15 @@ def run(model, pre, inputs, calibration, held_out, work, args) -> None:  # noqa:
         "effnet int8, percentile + bias correction": QuantizeConfig(observer="percentile"),
         "effnet int8, min/max + bias correction (default)": QuantizeConfig(),
         "effnet int8, entropy + bias correction": QuantizeConfig(observer="entropy"),
+        "effnet int8, moving average + bias correction": QuantizeConfig(observer="moving_average"),
         "effnet int8, min/max, no bias correction": QuantizeConfig(bias_correction=False),
         **{f"effnet int8, default + auto_float={n}": QuantizeConfig(auto_float=n) for n in (1, 2, 4, 8)},
         "effnet fp16 storage": QuantizeConfig(dtype="fp16"),
+        "effnet int8, default + 4-bit classifier": QuantizeConfig(classifier_bits=4),
+        "effnet int8, default + auto_float=4 + 4-bit classifier": QuantizeConfig(auto_float=4, classifier_bits=4),
+        "effnet 4-bit classifier only (weight-only, float convolutions)": QuantizeConfig(
+            mode="dynamic", classifier_bits=4
+        ),
         "effnet int8, AdaRound + bias correction": QuantizeConfig(
             rounding="adaround", adaround_iters=args.adaround_iters
         ),

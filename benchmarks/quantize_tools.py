@@ -13,8 +13,9 @@ From the float ONNX export of ``--weights`` it builds:
   OpenVINO model (``nncf.quantize``, default preset) into OpenVINO int8, both on OpenVINO's CPU
   plugin with ``INFERENCE_NUM_THREADS`` = ``--threads``, one stream, f32 inference precision;
 - PyTorch's own int8: FX graph mode (``quantize_fx``, the ``x86`` qconfig mapping) and the PT2E
-  flow with ``X86InductorQuantizer`` run eagerly; a flow that is missing from the installed torch or
-  fails is a row that says why. Eager PyTorch fp32 is timed too, for scale.
+  flow with ``X86InductorQuantizer`` compiled by ``torch.compile`` (PT2E lives in torchao now:
+  ``pip install --no-deps torchao`` keeps the installed torch); a flow that is missing or fails is
+  a row that says why. Eager and compiled PyTorch fp32 are timed too, for scale.
 
 Every tool calibrates on the same ``--calib-images`` training images (seeded draw) and is evaluated
 on the first ``--eval-images`` test images, preprocessed as ``effnet eval`` does. Batch-1 latency is
@@ -77,6 +78,8 @@ REFERENCE = "float32, ONNX Runtime (reference)"
 ORT_S8 = "ONNX Runtime QDQ, s8 activations (default), min/max"
 ORT_U8 = "ONNX Runtime QDQ, u8 activations, min/max"
 EVAL_BATCH = 100
+TORCH_COMPILED = "PyTorch fp32, torch.compile"
+PT2E = "PyTorch PT2E int8, X86InductorQuantizer, torch.compile"
 
 
 @dataclass
@@ -151,7 +154,8 @@ def build(model: nn.Module, size: int, calibration: np.ndarray, sample: np.ndarr
         ("NNCF -> OpenVINO int8", lambda: nncf_int8(float_path, calibration, sample, work, args)),
         ("PyTorch fp32 (eager)", lambda: torch_variant("PyTorch fp32 (eager)", model, sample, work)),
         ("PyTorch FX int8, x86 qconfig", lambda: torch_fx(model, calibration, sample, work)),
-        ("PyTorch PT2E int8, X86InductorQuantizer (eager)", lambda: torch_pt2e(model, calibration, sample, work)),
+        (TORCH_COMPILED, lambda: torch_compiled(model, sample, work)),
+        (PT2E, lambda: torch_pt2e(model, calibration, sample, work)),
     ]
     if args.lite:
         steps += [
@@ -289,10 +293,16 @@ def nncf_int8(float_path: Path, calibration: np.ndarray, sample: np.ndarray, wor
     return openvino_variant("NNCF -> OpenVINO int8", quantized, sample, work / "nncf-int8.xml", args.threads)
 
 
-def torch_variant(label: str, module: nn.Module, sample: np.ndarray, work: Path) -> Variant:
-    """An eager module: batches through it in inference mode; its size is its saved state dict."""
+def torch_variant(
+    label: str, module: nn.Module, sample: np.ndarray, work: Path, saved: nn.Module | None = None
+) -> Variant:
+    """A module run in inference mode; its size is its saved state dict, or ``saved`` (the module a
+    compiled one wraps) as a ``torch.export`` program."""
     buffer = io.BytesIO()
-    torch.save(module.state_dict(), buffer)
+    if saved is None:
+        torch.save(module.state_dict(), buffer)
+    else:
+        torch.export.save(torch.export.export(saved, (torch.from_numpy(sample),)), buffer)
     x = torch.from_numpy(sample)
 
     def predict(batch: np.ndarray) -> np.ndarray:
@@ -341,19 +351,32 @@ def torch_fx(model: nn.Module, calibration: np.ndarray, sample: np.ndarray, work
 
 
 def torch_pt2e(model: nn.Module, calibration: np.ndarray, sample: np.ndarray, work: Path) -> Variant:
-    label = "PyTorch PT2E int8, X86InductorQuantizer (eager)"
+    """PT2E: export, ``X86InductorQuantizer`` (int8 activations and per-channel weights), then
+    ``torch.compile``, which lowers the quantize/dequantize pattern to oneDNN int8 kernels (eager,
+    the converted graph only simulates int8 in float). PT2E left ``torch.ao`` for torchao."""
+    label = PT2E
     try:
-        from torch.ao.quantization.quantize_pt2e import convert_pt2e, prepare_pt2e
-        from torch.ao.quantization.quantizer import x86_inductor_quantizer as x86
-    except ImportError as exc:
-        return Variant(label, problem=f"not in torch {torch.__version__.split('+')[0]} ({exc})")
-    torch.backends.quantized.engine = "x86"
-    example = (torch.from_numpy(sample),)
-    exported = torch.export.export(traceable(model, sample), example).module()
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
+    except ImportError:
+        try:
+            from torch.ao.quantization.quantize_pt2e import convert_pt2e, prepare_pt2e
+            from torch.ao.quantization.quantizer import x86_inductor_quantizer as x86
+        except ImportError as exc:
+            return Variant(label, problem=f"needs torchao (pip install --no-deps torchao): {exc}")
+    example = (torch.from_numpy(np.concatenate([sample, sample])),)  # batch 1 would be specialised
+    batch = torch.export.Dim("batch", max=1024)
+    exported = torch.export.export(traceable(model, sample), example, dynamic_shapes=({0: batch},)).module()
     quantizer = x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config())
     prepared = prepare_pt2e(exported, quantizer)
     calibrate(prepared, calibration)
-    return torch_variant(label, convert_pt2e(prepared), sample, work)
+    converted = convert_pt2e(prepared)
+    return torch_variant(label, torch.compile(converted), sample, work, saved=converted)
+
+
+def torch_compiled(model: nn.Module, sample: np.ndarray, work: Path) -> Variant:
+    """The float model through ``torch.compile`` (Inductor), the baseline PT2E int8 compiles against."""
+    return torch_variant(TORCH_COMPILED, torch.compile(traceable(model, sample), dynamic=True), sample, work)
 
 
 def evaluate(variants: list[Variant], images: np.ndarray) -> dict[str, np.ndarray]:
@@ -391,7 +414,9 @@ def report(variants, predictions, labels, latency, size, calib_count, args) -> N
     base_ms = latency[REFERENCE][0] if REFERENCE in latency else None
     base_size = next(v.size for v in variants if v.label == REFERENCE)
     flags = cpu_flags()
-    versions = ", ".join(f"{name} {package_version(name)}" for name in ("onnxruntime", "openvino", "nncf", "torch"))
+    versions = ", ".join(
+        f"{name} {package_version(name)}" for name in ("onnxruntime", "openvino", "nncf", "torch", "torchao")
+    )
     evaluated = "latency only" if labels is None else f"{len(labels)} test images"
     print(
         f"\n{cpu_name()}, avx512_vnni: {'yes' if 'avx512_vnni' in flags else 'no'}, {os.cpu_count()} CPUs, "

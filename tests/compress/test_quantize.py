@@ -268,6 +268,56 @@ def _float_layers(path):
     }
 
 
+def test_classifier_bits_4_stores_the_classifier_at_4_bits_with_its_bias_corrected(pretrained, tmp_path):
+    from effnet.compress.quantize import CLASSIFIER_BLOCK, QuantizedModel, _input_means, _matmul_nbits_weight
+
+    float_path, images = pretrained
+    calib = images[:16].numpy()
+    int8 = quantize_onnx(float_path, tmp_path / "int8.onnx", QuantizeConfig(calib_images=16), calib)
+    four = quantize_onnx(float_path, tmp_path / "c4.onnx", QuantizeConfig(calib_images=16, classifier_bits=4), calib)
+    graph = onnx.load(str(four.path)).graph
+    (node,) = [n for n in graph.node if n.op_type == "MatMulNBits"]
+    ops = [n.op_type for n in graph.node]
+    assert "Gemm" not in ops and ops.count("DequantizeLinear") > 49  # the convolutions stay int8 QDQ
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    assert (attrs["bits"], attrs["block_size"], attrs["K"], attrs["N"]) == (4, CLASSIFIER_BLOCK, 1280, 1000)
+    # 1.28M weights at half a byte instead of one: the file loses more than 0.4 MiB
+    assert int8.path.stat().st_size - four.path.stat().st_size > 0.4 * 2**20
+    constants = {i.name: i for i in graph.initializer}
+    rounded = _matmul_nbits_weight(node, constants, 1280)  # (in, out)
+    float_graph = onnx.load(str(float_path)).graph
+    values = {i.name: numpy_helper.to_array(i) for i in float_graph.initializer}
+    (gemm,) = [n for n in float_graph.node if n.op_type == "Gemm"]
+    weight, bias = values[gemm.input[1]].T.astype(np.float64), values[gemm.input[2]].astype(np.float64)
+    # every weight is its block's scale times an integer in [-8, 7] (4 bits), the nearest such one
+    # but where the block's largest magnitude has the other sign and +8 is clipped to +7
+    scales = numpy_helper.to_array(constants[node.input[2]]).astype(np.float64).reshape(1000, 40).T  # (block, out)
+    grid = rounded.reshape(40, CLASSIFIER_BLOCK, 1000) / scales[:, None, :]
+    assert np.allclose(grid, grid.round(), atol=1e-3) and grid.round().min() >= -8 and grid.round().max() <= 7
+    error = np.abs(rounded - weight).reshape(40, CLASSIFIER_BLOCK, 1000) / np.abs(scales[:, None, :])
+    assert error.max() <= 1.0 + 1e-4 and np.mean(error <= 0.5 + 1e-4) > 0.99
+    # the bias absorbs the mean error the rounding adds (measured on the float network's pool output)
+    mean = _input_means(onnx.load(str(float_path)), [gemm.name], calib)[gemm.name].astype(np.float64)
+    stored = numpy_helper.to_array(constants[f"{gemm.name}_bias"]).astype(np.float64)
+    np.testing.assert_allclose(stored, bias - mean @ (rounded - weight), rtol=1e-4, atol=1e-5)
+    assert [row["layer"] for row in four.layers if "classifier" in row["layer"]] == [gemm.name]
+    assert QuantizedModel(four.path).compression_stats().params == QuantizedModel(int8.path).compression_stats().params
+    reference, test = OnnxModule(float_path)(images[16:]), images[16:]
+    assert torch.allclose(OnnxModule(four.path)(test), reference, atol=0.5 * reference.abs().max().item())
+    meta = json.loads(onnx.load(str(four.path)).metadata_props[0].value)["quantization"]
+    assert meta["classifier_bits"] == 4
+
+
+def test_classifier_bits_4_without_calibration_is_weight_only(pretrained, tmp_path):
+    float_path, images = pretrained
+    config = QuantizeConfig(mode="dynamic", classifier_bits=4)
+    result = quantize_onnx(float_path, tmp_path / "w4.onnx", config, images[:16].numpy())
+    ops = [n.op_type for n in onnx.load(str(result.path)).graph.node]
+    assert ops.count("MatMulNBits") == 1 and "DequantizeLinear" not in ops and ops.count("Conv") == 49
+    reference = OnnxModule(float_path)(images[16:])
+    assert (OnnxModule(result.path)(images[16:]).argmax(1) == reference.argmax(1)).float().mean() >= 0.75
+
+
 def test_auto_float_keeps_exactly_n_layers_in_float(pretrained, tmp_path):
     float_path, images = pretrained
     config = QuantizeConfig(calib_images=16, auto_float=3, keep_float=("/classifier/*",))
@@ -289,12 +339,36 @@ def test_auto_float_keeps_exactly_n_layers_in_float(pretrained, tmp_path):
     assert _softmax_kl(reference, OnnxModule(result.path)(test)) < _softmax_kl(reference, OnnxModule(plain.path)(test))
 
 
+def _input_scale(path):
+    graph = onnx.load(str(path)).graph
+    node = next(n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == graph.input[0].name)
+    return float(numpy_helper.to_array(next(i for i in graph.initializer if i.name == node.input[1])))
+
+
+def test_moving_average_observer_takes_the_mean_of_per_image_extremes(lite0, tmp_path):
+    _, float_path, images, _ = lite0
+    calib = images[:16].numpy().copy()  # the fixture's images stay as they are
+    calib[3] *= 3  # one outlier image: min/max follows it, the mean of per-image extremes much less
+    config = QuantizeConfig(calib_images=16, observer="moving_average", bias_correction=False)
+    averaged = quantize_onnx(float_path, tmp_path / "avg.onnx", config, calib)
+    minmax = quantize_onnx(float_path, tmp_path / "mm.onnx", QuantizeConfig(calib_images=16), calib)
+    flat = calib.reshape(len(calib), -1)
+    low, high = min(0.0, flat.min(1).mean()), max(0.0, flat.max(1).mean())
+    assert _input_scale(averaged.path) == pytest.approx((high - low) / 255, rel=1e-5)
+    assert _input_scale(minmax.path) == pytest.approx((flat.max() - min(0.0, flat.min())) / 255, rel=1e-5)
+    meta = json.loads(onnx.load(str(averaged.path)).metadata_props[0].value)["quantization"]
+    assert meta["observer"] == "moving_average"
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
         ({"calib_images": 4}, "at least 16 calibration images"),
         ({"dtype": "fp16", "mode": "dynamic"}, "no dynamic mode"),
         ({"percentile": 100.0}, "percentile must be"),
+        ({"observer": "mse"}, "observer must be one of minmax, moving_average, percentile, entropy"),
+        ({"classifier_bits": 2}, "classifier_bits must be 8 or 4"),
+        ({"classifier_bits": 4, "dtype": "bf16"}, "classifier_bits 4 is a weight format of the int8 modes"),
         ({"auto_float": -1}, "auto_float must be a whole number of layers"),
         ({"auto_float": 1.5}, "auto_float must be a whole number of layers"),
         ({"auto_float": True}, "auto_float must be a whole number of layers"),
@@ -334,6 +408,24 @@ def test_too_few_images_and_unknown_layers_are_refused(lite0, tmp_path):
         config = QuantizeConfig(calib_images=16, auto_float=50, keep_float=("/stem/*",))
         quantize_model(model, tmp_path / "q.onnx", config, [images], SIZE)
     assert not (tmp_path / "q.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    ("images", "message"),
+    [
+        (torch.rand(16, 3, SIZE, SIZE) * 255, r"range from .* to 25\d, but the model's preprocessing .* 0-255 pixels"),
+        (torch.rand(16, 3, SIZE, SIZE), "no value below 0, .* they look unnormalised"),
+        (torch.randn(16, 3, SIZE + 8, SIZE + 8), "calibration images are 3x40x40, the model is quantized for 3x32x32"),
+        (torch.randn(16, 1, SIZE, SIZE), "calibration images are 1x32x32"),
+    ],
+)
+def test_calibration_images_prepared_otherwise_are_refused(lite0, tmp_path, images, message):
+    model = lite0[0]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(effnet.EffnetError, match=message):
+        quantize_model(model, tmp_path / "q.onnx", QuantizeConfig(calib_images=16), [images], SIZE)
+    assert not (tmp_path / "q.onnx").exists()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 # -- effnet quantize ------------------------------------------------------------------------------
@@ -456,6 +548,8 @@ def test_quantize_auto_float_reports_the_layers_kept(trained, tmp_path, capsys):
         (["--mode", "qat", "--qat-lr", "0"], "qat_lr must be"),
         (["--mode", "qat", "--activations", "int8"], "uint8 activations"),
         (["--resume"], "continues the fine-tune of --mode qat"),
+        (["--runtime", "torch"], "runtime 'torch' is not available: .* slower than ONNX Runtime float"),
+        (["--classifier-bits", "4", "--dtype", "fp16"], "classifier_bits 4 is a weight format of the int8 modes"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(trained, tmp_path, capsys, extra, message):

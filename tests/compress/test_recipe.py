@@ -81,6 +81,7 @@ def test_finetune_then_export(trained, tmp_path, capsys):
         ("  - prune: {target: 1.5}\n", r"line \d+: prune: invalid pruning job: target must be a fraction"),
         ("  - prune: {distill_alpha: 0.7}\n", r"line \d+: prune: invalid pruning job: --distill-alpha guides"),
         ("  - quantize: {calib_images: 2}\n", r"line \d+: quantize: invalid quantize settings"),
+        ("  - quantize: {runtime: torch}\n", r"line \d+: quantize: invalid quantization job: runtime 'torch' is not"),
         ("  - distill: {epochs: 0}\n", r"line \d+: distill: epochs must be"),
     ],
 )
@@ -102,6 +103,19 @@ def test_the_line_is_the_step_s_line(trained, tmp_path):
     unknown.write_text(f"weights: {weights}\ndata: {data}\nspeed: fast\nsteps: []\n")
     with pytest.raises(effnet.EffnetError, match="line 3: unknown setting 'speed'"):
         load_recipe(unknown)
+
+
+def test_the_quantize_step_chooses_its_runtime_only_when_asked(trained, tmp_path):
+    from pathlib import Path
+
+    from effnet.compress.recipe import _quantize_job
+
+    data, weights = trained
+    recipe = load_recipe(_recipe(tmp_path, weights, data, "  - quantize: {runtime: auto, observer: entropy}\n"))
+    job = _quantize_job(recipe, recipe.steps[0], Path("q"))
+    assert job.runtime == "auto" and job.config.observer == "entropy"
+    plain = load_recipe(_recipe(tmp_path, weights, data, "  - quantize: {}\n"))
+    assert _quantize_job(plain, plain.steps[0], Path("q")).runtime == "onnxruntime"
 
 
 def test_the_example_recipe_is_valid(tmp_path, monkeypatch):

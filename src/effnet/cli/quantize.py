@@ -51,11 +51,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-images", type=positive_int, default=256, help="calibration images (default 256)")
     p.add_argument(
         "--observer",
-        choices=["minmax", "percentile", "entropy"],
+        choices=["minmax", "moving_average", "percentile", "entropy"],
         default="minmax",
-        help="activation range: min/max (default), a percentile of |x| or entropy",
+        help="activation range: min/max (default), the mean of per-image min/max, a percentile of |x| or entropy",
     )
     p.add_argument("--percentile", type=float, default=99.999, help="for --observer percentile (99.999)")
+    p.add_argument(
+        "--classifier-bits",
+        type=int,
+        choices=[8, 4],
+        default=8,
+        help="4: the classifier's weights at 4 bits (ONNX Runtime MatMulNBits, float activations; CPUs have no "
+        "4-bit convolution kernels); default 8",
+    )
     p.add_argument(
         "--activations", choices=["uint8", "int8"], default="uint8", help="activation type (uint8: fast on x86)"
     )
@@ -84,10 +92,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--runtime",
-        choices=["auto", "onnxruntime", "openvino"],
+        choices=["auto", "onnxruntime", "openvino", "torch"],
         default="auto",
         help="where the model runs; auto times ONNX Runtime and OpenVINO (if installed) here and records the "
-        "fastest whose top-1 is within 0.5 points of the best (default auto)",
+        "fastest whose top-1 is within 0.5 points of the best (default auto); torch is refused, with why",
     )
     p.add_argument("--data-dir", default=None, help="where a built-in dataset's files are")
     p.add_argument("--subset", type=positive_int, default=None, help="use at most this many images of the data")
@@ -109,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         observer=args.observer,
         percentile=args.percentile,
+        classifier_bits=args.classifier_bits,
         activations=args.activations,
         bias_correction=not args.no_bias_correction,
         rounding=args.rounding,

@@ -8,8 +8,10 @@ then quantized with ONNX Runtime's quantizer (``onnxruntime.quantization``):
   depthwise convolutions in float on x86 and ran 2.7x *slower* than float on our AVX2 CPU; uint8
   activations run every convolution in int8 (``docs/quantization.md`` has the measurements).
   Observers: ``minmax`` (the default: the best top-1 agreement in ``benchmarks/quantize_photos.py``
-  and 20-35x faster to calibrate than the histogram ones), ``percentile`` (of the absolute values,
-  99.999 by default) and ``entropy`` (KL divergence, as TensorRT does).
+  and 20-35x faster to calibrate than the histogram ones), ``moving_average`` (the mean over the
+  calibration images of each image's minimum and maximum, so a rare extreme widens the range
+  less), ``percentile`` (of the absolute values, 99.999 by default) and ``entropy`` (KL
+  divergence, as TensorRT does).
 - **Bias correction** (Nagel et al., 2019, "Data-Free Quantization Through Weight Equalization
   and Bias Correction", https://arxiv.org/abs/1906.04721, §4.2): the mean error that rounding a
   layer's weights adds to its outputs, ``(W_q - W)·E[x]`` with ``E[x]`` measured on the
@@ -25,6 +27,8 @@ then quantized with ONNX Runtime's quantizer (``onnxruntime.quantization``):
 - ``dynamic`` int8: the classifier's weights int8, its input quantized per batch at run time
   (no calibration), as PyTorch's dynamic quantization does for linear layers. Convolutions stay
   float: ONNX Runtime's dynamic ``ConvInteger`` ran Lite0 10x slower than float.
+- ``classifier_bits=4``: the classifier's weights at 4 bits (ONNX Runtime's ``MatMulNBits``, one
+  scale per 32 inputs, bias-corrected), with the int8 modes; CPUs have no 4-bit convolution kernel.
 - ``fp16``/``bf16``: weights *stored* at 16 bits and cast to float when the session loads them:
   half the file, the float model's speed and (to rounding) accuracy on CPU, whose ONNX Runtime
   kernels compute in float32.
@@ -74,7 +78,8 @@ __all__ = [
 
 Mode = Literal["static", "dynamic", "qat"]
 DType = Literal["int8", "fp16", "bf16"]
-Observer = Literal["minmax", "percentile", "entropy"]
+Observer = Literal["minmax", "moving_average", "percentile", "entropy"]
+OBSERVERS: tuple[str, ...] = ("minmax", "moving_average", "percentile", "entropy")
 MIN_CALIBRATION_IMAGES = 16
 
 
@@ -93,6 +98,7 @@ class QuantizeConfig(PassConfig):
     bias_correction: bool = True
     rounding: Literal["nearest", "adaround"] = "nearest"  # int8 weights: to nearest, or learned (AdaRound)
     adaround_iters: int = 300  # AdaRound: optimisation steps per layer
+    classifier_bits: int = 8  # 4: the classifier's weights at 4 bits (ONNX Runtime MatMulNBits), int8 modes
     keep_float: tuple[str, ...] = ()  # ONNX node-name patterns left in float, e.g. "/stem/*"
     auto_float: int = 0  # static int8: also keep the N layers whose quantization moves the output most in float
     sensitivity_images: int = 32  # calibration images the output sensitivity is measured on (auto_float)
@@ -138,8 +144,12 @@ class QuantizeConfig(PassConfig):
             problems.append("adaround rounds per-channel int8 weights; keep per_channel on")
         if isinstance(self.adaround_iters, bool) or not isinstance(self.adaround_iters, int) or self.adaround_iters < 1:
             problems.append(f"adaround_iters must be a whole number of at least 1, got {self.adaround_iters!r}")
-        if self.observer not in ("minmax", "percentile", "entropy"):
-            problems.append(f"observer must be minmax, percentile or entropy, got {self.observer!r}")
+        if self.classifier_bits not in (8, 4) or isinstance(self.classifier_bits, bool):
+            problems.append(f"classifier_bits must be 8 or 4, got {self.classifier_bits!r}")
+        elif self.classifier_bits == 4 and self.dtype != "int8":
+            problems.append(f"classifier_bits 4 is a weight format of the int8 modes, not of {self.dtype}")
+        if self.observer not in OBSERVERS:
+            problems.append(f"observer must be one of {', '.join(OBSERVERS)}, got {self.observer!r}")
         if not 90.0 <= self.percentile < 100.0:
             problems.append(f"percentile must be in [90, 100), got {self.percentile}")
         if self.activations not in ("uint8", "int8"):
@@ -209,11 +219,46 @@ def quantize_model(
     out = Path(out)
     if out.suffix.lower() != ".onnx":
         raise EffnetError(f"{out}: a quantized model is written as an .onnx file")
+    images = _calibration_array(calibration, config) if calibration is not None else None
+    if images is not None and len(images):
+        _check_calibration(images, model, img_size)
     with tempfile.TemporaryDirectory(prefix="effnet-quantize-") as work:
         float_path = Path(work) / "float.onnx"
         export_model(model, "onnx", float_path, img_size=img_size)
-        images = _calibration_array(calibration, config) if calibration is not None else None
         return quantize_onnx(float_path, out, config, images)
+
+
+def _check_calibration(images: np.ndarray, model: nn.Module, img_size: int | None) -> None:
+    """Refuse calibration images the model's recorded preprocessing cannot have produced: another
+    size, 0-255 pixel values, or [0, 1] values never normalised (no value below zero anywhere,
+    where normalisation maps every pixel darker than the mean below zero)."""
+    pre = (getattr(model, "pretrained_meta", None) or {}).get("preprocessing")
+    if not pre:
+        return
+    size = img_size or pre["input_size"]
+    fix = "prepare them with the checkpoint's preprocessing (effnet.data.images.eval_transform)"
+    if images.shape[1] != 3 or images.shape[2:] != (size, size):
+        raise EffnetError(
+            f"calibration images are {'x'.join(map(str, images.shape[1:]))}, the model is quantized for "
+            f"3x{size}x{size}; {fix}"
+        )
+    mean = np.asarray(pre.get("mean", (0.0, 0.0, 0.0)), np.float64)
+    std = np.asarray(pre.get("std", (1.0, 1.0, 1.0)), np.float64)
+    low, high = (0.0 - mean) / std, (1.0 - mean) / std  # what a pixel in [0, 1] can become
+    width = float((high - low).max())
+    lowest, highest = float(images.min()), float(images.max())
+    means, stds = (", ".join(f"{v:.3f}" for v in values) for values in (mean, std))
+    if lowest < float(low.min()) - width or highest > float(high.max()) + width:
+        raise EffnetError(
+            f"calibration images range from {lowest:.3g} to {highest:.3g}, but the model's preprocessing "
+            f"(mean {means}, std {stds}) gives values in [{low.min():.2f}, {high.max():.2f}]: are they 0-255 "
+            f"pixels? {fix}"
+        )
+    if lowest >= 0.0 and float(low.max()) < -0.5:
+        raise EffnetError(
+            f"calibration images have no value below 0, but the model's preprocessing (mean {means}, std {stds}) "
+            f"maps every pixel darker than the mean below 0: they look unnormalised; {fix}"
+        )
 
 
 def quantize_onnx(
@@ -243,6 +288,11 @@ def _quantize_onnx(
         quant.quant_pre_process(str(float_path), str(pre), skip_symbolic_shape=True)
         graph = onnx.load(str(pre))
         excluded = _matching(graph, config.keep_float)
+        if config.mode == "dynamic" and config.classifier_bits == 4:  # weight-only: the classifier at 4 bits
+            means = _input_means(graph, _gemms(graph), images) if images is not None and len(images) else None
+            _write(_classifier_4bit(graph, graph, means), out, metadata, config)
+            errors = layer_errors(pre, out, images[: config.error_images]) if images is not None else []
+            return QuantizeResult(out, config, errors, excluded)
         if config.mode == "dynamic":
             quant.quantize_dynamic(
                 str(pre),
@@ -297,6 +347,11 @@ def _quantize_onnx(
             chosen = {row["layer"] for row in sensitivity[: config.auto_float]}
             quantized = _with_float(quantized, graph, chosen, lambda node: node.name in chosen)
             kept += [name for name in candidates if name in chosen]  # in graph order
+        if config.classifier_bits == 4:
+            gemms = set(_gemms(graph))
+            quantized = _with_float(quantized, graph, gemms, lambda node: node.name in gemms)
+            means = _input_means(original, sorted(gemms), images[:64]) if config.bias_correction else None
+            quantized = _classifier_4bit(quantized, original, means)
         _write(quantized, out, metadata, config, kept)
         errors = layer_errors(source, out, images[: config.error_images])
         return QuantizeResult(out, config, errors, kept, len(images), corrected, sensitivity)
@@ -305,12 +360,16 @@ def _quantize_onnx(
 def _static_settings(quant: Any, config: QuantizeConfig) -> dict[str, Any]:
     methods = {
         "minmax": quant.CalibrationMethod.MinMax,
+        "moving_average": quant.CalibrationMethod.MinMax,
         "percentile": quant.CalibrationMethod.Percentile,
         "entropy": quant.CalibrationMethod.Entropy,
     }
     extra: dict[str, Any] = {}
     if config.observer == "percentile":
         extra["CalibPercentile"] = config.percentile
+    if config.observer == "moving_average":
+        # _Reader gives one image per step: the range is the mean of the per-image extremes.
+        extra["CalibMovingAverage"] = True
     return {
         "quant_format": quant.QuantFormat.QDQ,
         "activation_type": quant.QuantType.QUInt8 if config.activations == "uint8" else quant.QuantType.QInt8,
@@ -717,6 +776,99 @@ def _quantized_layers(model: Any) -> list[str]:
     ]
 
 
+CLASSIFIER_BLOCK = 32  # 4-bit classifier: input features per scale
+
+
+def _gemms(graph: Any) -> list[str]:
+    return [n.name for n in graph.graph.node if n.op_type == "Gemm"]
+
+
+def _classifier_4bit(model: Any, float_model: Any, means: dict[str, np.ndarray] | None) -> Any:
+    """A copy of ``model`` whose float ``Gemm`` layers (the classifier) hold 4-bit weights.
+
+    Each becomes ONNX Runtime's ``MatMulNBits`` (symmetric, one scale per ``CLASSIFIER_BLOCK``
+    inputs of each output; the CPU kernels unpack the weights, activations stay float) followed by
+    an ``Add`` of the bias that keeps the ``Gemm``'s name and output. With ``means`` (each layer's
+    mean input) the bias also absorbs the mean error of the rounding, as for int8 (Nagel et al.,
+    2019, §4.2). Weights and bias come from ``float_model``.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    values = {i.name: i for i in float_model.graph.initializer}
+    float_gemms = {n.name: n for n in float_model.graph.node if n.op_type == "Gemm" and n.input[1] in values}
+    matmuls: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}  # MatMul output -> (Add name, B, bias)
+    nodes = []
+    for node in graph.node:
+        source = float_gemms.get(node.name)
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type != "Gemm" or source is None or attrs.get("transA", 0):
+            nodes.append(node)
+            continue
+        weight = numpy_helper.to_array(values[source.input[1]]).astype(np.float32)
+        weight = weight.T if attrs.get("transB", 0) else weight  # (in, out), as MatMul takes it
+        weight = weight * attrs.get("alpha", 1.0)
+        bias = np.zeros(weight.shape[1], np.float32)
+        if len(source.input) > 2 and source.input[2] in values:
+            bias = numpy_helper.to_array(values[source.input[2]]).astype(np.float32) * attrs.get("beta", 1.0)
+        matmul = f"{node.name}/MatMul"
+        graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight), f"{node.name}_weight_kn"))
+        graph.initializer.append(numpy_helper.from_array(bias, f"{node.name}_bias"))
+        nodes.append(helper.make_node("MatMul", [node.input[0], f"{node.name}_weight_kn"], [matmul], name=matmul))
+        nodes.append(helper.make_node("Add", [matmul, f"{node.name}_bias"], list(node.output), name=node.name))
+        matmuls[matmul] = (node.name, weight, bias)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    quantizer = MatMulNBitsQuantizer(
+        out, bits=4, block_size=CLASSIFIER_BLOCK, is_symmetric=True, nodes_to_include=list(matmuls)
+    )
+    quantizer.process()
+    out = quantizer.model.model
+    _drop_unused_initializers(out)
+    if means:
+        constants = {i.name: i for i in out.graph.initializer}
+        for node in out.graph.node:
+            if node.op_type == "MatMulNBits" and node.output[0] in matmuls:  # the quantizer renames nodes
+                add, weight, bias = matmuls[node.output[0]]
+                rounded = _matmul_nbits_weight(node, constants, weight.shape[0])
+                corrected = bias - means[add].astype(np.float64) @ (rounded - weight)
+                constants[f"{add}_bias"].CopyFrom(numpy_helper.from_array(corrected.astype(np.float32), f"{add}_bias"))
+    return out
+
+
+def _matmul_nbits_weight(node: Any, constants: dict[str, Any], rows: int) -> np.ndarray:
+    """The (in, out) weight a ``MatMulNBits`` node computes with, read back through ONNX Runtime
+    (an identity matrix times it), so no packing format is re-implemented here."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    inputs = [name for name in node.input if name]
+    single = helper.make_node(node.op_type, ["x", *inputs[1:]], ["y"], domain=node.domain)
+    single.attribute.extend(node.attribute)
+    graph = helper.make_graph(
+        [single],
+        "weight",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, rows])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [constants[name] for name in inputs[1:]],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets, ir_version=8)  # what opset 17 needs, any runtime reads
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": np.eye(rows, dtype=np.float32)})[0].astype(np.float64)
+
+
+def _drop_unused_initializers(model: Any) -> None:
+    used = {name for node in model.graph.node for name in node.input}
+    keep = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+
+
 def _with_float(
     quantized: Any,
     float_model: Any,
@@ -862,13 +1014,20 @@ class QuantizedModel(OnnxModule):
     def compression_stats(self) -> ModelStats:
         """Weights counted from the file's initializers; size is the file's."""
         import onnx
-        from onnx import numpy_helper
+        from onnx import helper, numpy_helper
 
-        values = [numpy_helper.to_array(i) for i in onnx.load(str(self.path)).graph.initializer]
-        weights = [v for v in values if v.ndim >= 2]
+        model = onnx.load(str(self.path))
+        packed, blocked = {}, set()  # 4-bit weights: two to a byte, counted from the node's K x N
+        for node in model.graph.node:
+            if node.op_type == "MatMulNBits":
+                attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+                packed[node.input[1]] = attrs["K"] * attrs["N"]
+                blocked.update(node.input[2:])  # their scales (one per block), not weights
+        values = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        weights = [v for name, v in values.items() if v.ndim >= 2 and name not in packed and name not in blocked]
         return ModelStats(
-            params=sum(v.size for v in weights),
-            nonzero_params=sum(int(np.count_nonzero(v)) for v in weights),
+            params=sum(v.size for v in weights) + sum(packed.values()),
+            nonzero_params=sum(int(np.count_nonzero(v)) for v in weights) + sum(packed.values()),
             size_bytes=self.path.stat().st_size,
         )
 

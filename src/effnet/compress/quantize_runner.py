@@ -60,6 +60,26 @@ class QuantizeJob:
     resume: bool = False  # continue the QAT fine-tune in OUT/qat/
     progress: bool = True  # the QAT fine-tune's progress bar
 
+    def validate(self) -> None:
+        """Raise one :class:`EffnetError` naming every bad setting."""
+        from effnet.sizes import input_size_problem
+
+        problems = self.config.validate()
+        if self.runtime not in ("auto", *ONNX_RUNTIMES):
+            problems.append(
+                f"runtime {self.runtime!r} is not available: effnet quantizes for ONNX Runtime or OpenVINO "
+                "(PyTorch's int8 paths measured 3-8x slower than ONNX Runtime float here, docs/quantization.md); "
+                "use --runtime auto"
+            )
+        elif self.runtime == "openvino" and not openvino_available():
+            problems.append(
+                "--runtime openvino needs the openvino package; pip install openvino, or use --runtime auto"
+            )
+        if self.img_size is not None and input_size_problem(self.img_size, "img_size"):
+            problems.append(str(input_size_problem(self.img_size, "img_size")))
+        if problems:
+            raise EffnetError("invalid quantization job: " + "; ".join(problems))
+
 
 def _log(message: str) -> None:
     print(f"effnet: {message}", file=sys.stderr, flush=True)
@@ -71,20 +91,9 @@ def run_quantize(job: QuantizeJob) -> CompressionReport:
     from torch.utils.data import DataLoader
 
     from effnet.factory import load_model
-    from effnet.sizes import input_size_problem, resolve_input_size
+    from effnet.sizes import resolve_input_size
 
-    problems = job.config.validate()
-    if job.runtime not in ("auto", *ONNX_RUNTIMES):
-        problems.append(
-            f"runtime {job.runtime!r} is not available: effnet quantizes for ONNX Runtime or OpenVINO (PyTorch's "
-            "int8 path measured 5x slower than float here, docs/quantization.md); use --runtime auto"
-        )
-    elif job.runtime == "openvino" and not openvino_available():
-        problems.append("--runtime openvino needs the openvino package; pip install openvino, or use --runtime auto")
-    if job.img_size is not None and input_size_problem(job.img_size, "img_size"):
-        problems.append(str(input_size_problem(job.img_size, "img_size")))
-    if problems:
-        raise EffnetError("invalid quantization job: " + "; ".join(problems))
+    job.validate()
     out = Path(job.out)
     _check_out(out, job)
     if str(job.weights).lower().endswith(".onnx"):

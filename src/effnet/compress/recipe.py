@@ -22,7 +22,9 @@ Steps: ``prune`` (the settings of ``effnet prune``), ``lite`` (EfficientNet-Lite
 for SiLU and no squeeze-excitation, then ``epochs`` of fine-tuning with the original as teacher,
 ``alpha`` 0.7 unless set; :mod:`effnet.compress.lite`), ``distill`` (train the current model with
 the original as teacher, settings of ``effnet distill``), ``finetune`` (the same without a
-teacher), ``quantize`` (settings of ``effnet quantize``; last, since it yields an ONNX file) and
+teacher), ``quantize`` (settings of ``effnet quantize``; last, since it yields an ONNX file;
+``runtime: auto`` lets it choose between ONNX Runtime and OpenVINO as ``effnet quantize`` does,
+recording the choice in the file, while the stage table stays timed in ONNX Runtime) and
 ``export`` (the float model as ONNX; last).
 """
 
@@ -49,7 +51,8 @@ _PRUNE_KEYS = (
 ).split()
 _QUANTIZE_KEYS = (
     "mode dtype observer percentile per_channel activations bias_correction keep_float auto_float sensitivity_images "
-    "calib_images qat_epochs qat_lr rounding adaround_iters"
+    "classifier_bits "
+    "calib_images qat_epochs qat_lr rounding adaround_iters runtime"
 ).split()
 _TRAIN_KEYS = "epochs lr augment amp temperature alpha".split()
 _STEP_KEYS = {
@@ -137,7 +140,7 @@ def _check_settings(recipe: Recipe) -> None:
             if step.name == "prune":
                 _prune_job(recipe, step, Path("."), resume=False).validate()
             elif step.name == "quantize":
-                _quantize_config(step)
+                _quantize_job(recipe, step, Path(".")).validate()
             elif step.name in ("distill", "finetune", "lite"):
                 if step.name == "lite":
                     _lite_config(step)
@@ -200,7 +203,7 @@ def run_recipe(recipe: Recipe, out: str | Path, resume: bool = False) -> Compres
 
 
 def _run_step(recipe: Recipe, step: RecipeStep, current: Path, folder: Path) -> tuple[Path, CompressionReport | None]:
-    from effnet.compress.quantize_runner import QuantizeJob, run_quantize
+    from effnet.compress.quantize_runner import run_quantize
     from effnet.compress.runner import run_prune
 
     done = folder / "report.json"
@@ -214,14 +217,8 @@ def _run_step(recipe: Recipe, step: RecipeStep, current: Path, folder: Path) -> 
         if done.exists():
             return folder / "model.onnx", _read(done)
         shutil.rmtree(folder, ignore_errors=True)  # quantizing is short: a half-done step starts again
-        job = QuantizeJob(
-            weights=str(current),
-            data=recipe.data,
-            out=str(folder),
-            config=_quantize_config(step),
-            runtime="onnxruntime",  # the runtime every stage is measured on
-            **{k: v for k, v in recipe.shared.items() if k in _QUANTIZE_JOB_KEYS},
-        )
+        job = _quantize_job(recipe, step, folder)
+        job.weights = str(current)
         return folder / "model.onnx", run_quantize(job)
     if step.name == "export":
         from effnet.export import export_model
@@ -273,10 +270,20 @@ def _prune_job(recipe: Recipe, step: RecipeStep, folder: Path, resume: bool) -> 
     )  # fmt: skip
 
 
-def _quantize_config(step: RecipeStep) -> Any:
+def _quantize_job(recipe: Recipe, step: RecipeStep, folder: Path) -> Any:
     from effnet.compress.quantize import QuantizeConfig
+    from effnet.compress.quantize_runner import QuantizeJob
 
-    return QuantizeConfig(**step.settings)
+    settings = dict(step.settings)
+    runtime = settings.pop("runtime", "onnxruntime")  # unless asked, the runtime the stage table is timed in
+    return QuantizeJob(
+        weights=recipe.weights,
+        data=recipe.data,
+        out=str(folder),
+        config=QuantizeConfig(**settings),
+        runtime=runtime,
+        **{k: v for k, v in recipe.shared.items() if k in _QUANTIZE_JOB_KEYS},
+    )
 
 
 def _train_step(recipe: Recipe, step: RecipeStep, current: Path, folder: Path) -> Path:
