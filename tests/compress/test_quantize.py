@@ -308,6 +308,13 @@ def test_classifier_bits_4_stores_the_classifier_at_4_bits_with_its_bias_correct
     assert meta["classifier_bits"] == 4
 
 
+def test_a_classifier_kept_in_float_is_not_stored_at_4_bits(pretrained, tmp_path):
+    float_path, images = pretrained
+    config = QuantizeConfig(calib_images=16, classifier_bits=4, keep_float=("/classifier/*",))
+    result = quantize_onnx(float_path, tmp_path / "kept.onnx", config, images[:16].numpy())
+    assert "MatMulNBits" not in _ops(result.path) and _float_layers(result.path)[0] == {"/classifier/Gemm"}
+
+
 def test_classifier_bits_4_without_calibration_is_weight_only(pretrained, tmp_path):
     float_path, images = pretrained
     config = QuantizeConfig(mode="dynamic", classifier_bits=4)

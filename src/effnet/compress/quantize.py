@@ -289,8 +289,9 @@ def _quantize_onnx(
         graph = onnx.load(str(pre))
         excluded = _matching(graph, config.keep_float)
         if config.mode == "dynamic" and config.classifier_bits == 4:  # weight-only: the classifier at 4 bits
-            means = _input_means(graph, _gemms(graph), images) if images is not None and len(images) else None
-            _write(_classifier_4bit(graph, graph, means), out, metadata, config)
+            measured = config.bias_correction and images is not None and len(images) > 0
+            means = _input_means(graph, _gemms(graph), images[:64]) if measured else None
+            _write(_classifier_4bit(graph, graph, means, skip=excluded), out, metadata, config)
             errors = layer_errors(pre, out, images[: config.error_images]) if images is not None else []
             return QuantizeResult(out, config, errors, excluded)
         if config.mode == "dynamic":
@@ -347,11 +348,11 @@ def _quantize_onnx(
             chosen = {row["layer"] for row in sensitivity[: config.auto_float]}
             quantized = _with_float(quantized, graph, chosen, lambda node: node.name in chosen)
             kept += [name for name in candidates if name in chosen]  # in graph order
-        if config.classifier_bits == 4:
-            gemms = set(_gemms(graph))
+        gemms = set(_gemms(graph)) - set(kept)  # a classifier kept in float stays float
+        if config.classifier_bits == 4 and gemms:
             quantized = _with_float(quantized, graph, gemms, lambda node: node.name in gemms)
             means = _input_means(original, sorted(gemms), images[:64]) if config.bias_correction else None
-            quantized = _classifier_4bit(quantized, original, means)
+            quantized = _classifier_4bit(quantized, original, means, skip=kept)
         _write(quantized, out, metadata, config, kept)
         errors = layer_errors(source, out, images[: config.error_images])
         return QuantizeResult(out, config, errors, kept, len(images), corrected, sensitivity)
@@ -783,8 +784,11 @@ def _gemms(graph: Any) -> list[str]:
     return [n.name for n in graph.graph.node if n.op_type == "Gemm"]
 
 
-def _classifier_4bit(model: Any, float_model: Any, means: dict[str, np.ndarray] | None) -> Any:
-    """A copy of ``model`` whose float ``Gemm`` layers (the classifier) hold 4-bit weights.
+def _classifier_4bit(
+    model: Any, float_model: Any, means: dict[str, np.ndarray] | None, skip: Collection[str] = ()
+) -> Any:
+    """A copy of ``model`` whose float ``Gemm`` layers (the classifier; not those in ``skip``) hold
+    4-bit weights.
 
     Each becomes ONNX Runtime's ``MatMulNBits`` (symmetric, one scale per ``CLASSIFIER_BLOCK``
     inputs of each output; the CPU kernels unpack the weights, activations stay float) followed by
@@ -806,7 +810,7 @@ def _classifier_4bit(model: Any, float_model: Any, means: dict[str, np.ndarray] 
     for node in graph.node:
         source = float_gemms.get(node.name)
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if node.op_type != "Gemm" or source is None or attrs.get("transA", 0):
+        if node.op_type != "Gemm" or source is None or node.name in skip or attrs.get("transA", 0):
             nodes.append(node)
             continue
         weight = numpy_helper.to_array(values[source.input[1]]).astype(np.float32)
