@@ -17,6 +17,7 @@ import effnet
 from effnet.cli import main
 from effnet.compress.quantize import (
     QuantizeConfig,
+    QuantizedModel,
     _correct_biases,
     _dequantized_weights,
     layer_sensitivity,
@@ -24,6 +25,7 @@ from effnet.compress.quantize import (
     quantize_onnx,
 )
 from effnet.export import export_model
+from effnet.export.formats import onnx_weight_count
 from effnet.export.onnx_module import OnnxModule
 from effnet.schemas import BenchReport, CompressionReport
 
@@ -72,6 +74,9 @@ def test_static_int8_is_a_quarter_of_the_size_and_close_to_float(lite0):
     assert quantized.pretrained_meta["classes"] == model.pretrained_meta["classes"]  # metadata kept
     meta = json.loads(onnx.load(str(result.path)).metadata_props[0].value)
     assert meta["quantization"]["mode"] == "static" and meta["quantization"]["activations"] == "uint8"
+    # the same weights counted in both files (int8 weights and int32 biases; scales are not weights)
+    params = onnx_weight_count(onnx.load(str(float_path)))[0]
+    assert QuantizedModel(result.path).compression_stats().params == params > 3_300_000
     test = images[16:]
     noise = quantized(test) - reference(test)
     sqnr = 10 * torch.log10(reference(test).pow(2).mean() / noise.pow(2).mean())
@@ -269,7 +274,7 @@ def _float_layers(path):
 
 
 def test_classifier_bits_4_stores_the_classifier_at_4_bits_with_its_bias_corrected(pretrained, tmp_path):
-    from effnet.compress.quantize import CLASSIFIER_BLOCK, QuantizedModel, _input_means, _matmul_nbits_weight
+    from effnet.compress.quantize import CLASSIFIER_BLOCK, _input_means, _matmul_nbits_weight
 
     float_path, images = pretrained
     calib = images[:16].numpy()

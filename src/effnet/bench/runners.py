@@ -253,7 +253,7 @@ print(json.dumps({"bytes": max(status("VmHWM") - before, 0)}))
 
 
 def _onnx_parameter_count(path: Path) -> int | None:
-    """Elements in an ONNX file's float initializers (its weights), if the onnx package is installed."""
+    """Weights in an ONNX file, float or quantized (``onnx_weight_count``), if onnx is installed."""
     try:
         import onnx
     except ImportError:
@@ -262,12 +262,6 @@ def _onnx_parameter_count(path: Path) -> int | None:
         model = onnx.load(str(path), load_external_data=False)
     except Exception:  # unreadable here means unknown, not an error: the session already loaded it
         return None
-    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
-    total = 0
-    for init in model.graph.initializer:
-        if init.data_type in floats and init.dims:  # scalars are constants, not weights
-            count = 1
-            for dim in init.dims:
-                count *= dim
-            total += count
-    return total
+    from effnet.export.formats import onnx_weight_count
+
+    return onnx_weight_count(model)[0]

@@ -1016,24 +1016,13 @@ class QuantizedModel(OnnxModule):
         return target
 
     def compression_stats(self) -> ModelStats:
-        """Weights counted from the file's initializers; size is the file's."""
+        """Weights counted from the file's initializers (float, int8 or 4-bit alike); size is the file's."""
         import onnx
-        from onnx import helper, numpy_helper
 
-        model = onnx.load(str(self.path))
-        packed, blocked = {}, set()  # 4-bit weights: two to a byte, counted from the node's K x N
-        for node in model.graph.node:
-            if node.op_type == "MatMulNBits":
-                attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-                packed[node.input[1]] = attrs["K"] * attrs["N"]
-                blocked.update(node.input[2:])  # their scales (one per block), not weights
-        values = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-        weights = [v for name, v in values.items() if v.ndim >= 2 and name not in packed and name not in blocked]
-        return ModelStats(
-            params=sum(v.size for v in weights) + sum(packed.values()),
-            nonzero_params=sum(int(np.count_nonzero(v)) for v in weights) + sum(packed.values()),
-            size_bytes=self.path.stat().st_size,
-        )
+        from effnet.export.formats import onnx_weight_count
+
+        params, nonzero = onnx_weight_count(onnx.load(str(self.path)))
+        return ModelStats(params=params, nonzero_params=nonzero, size_bytes=self.path.stat().st_size)
 
 
 @register_pass

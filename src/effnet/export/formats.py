@@ -106,6 +106,34 @@ def onnx_metadata(session: Any) -> dict[str, Any]:
         return {}
 
 
+def onnx_weight_count(model: Any) -> tuple[int, int]:
+    """(weights, non-zero weights) of an ONNX model: every initializer with a shape, whatever its
+    type (float, or int8/int32 behind a DequantizeLinear), except quantization scales, zero points
+    and int64 shapes; a ``MatMulNBits`` weight, two 4-bit values to a byte, counts as its ``K x N``. So a
+    float export and its quantized file count the same weights."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    skip: set[str] = set()
+    packed: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            skip.update(node.input[1:])
+        elif node.op_type == "MatMulNBits":
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            packed[node.input[1]] = attrs["K"] * attrs["N"]
+            skip.update(node.input[2:4])  # scales, zero points
+    total = nonzero = 0
+    for init in model.graph.initializer:
+        if not init.dims or init.name in skip or init.data_type == TensorProto.INT64:  # int64: shapes
+            continue
+        if init.name in packed:
+            total, nonzero = total + packed[init.name], nonzero + packed[init.name]
+            continue
+        values = numpy_helper.to_array(init)
+        total, nonzero = total + values.size, nonzero + int(np.count_nonzero(values))
+    return total, nonzero
+
+
 def short_message(exc: BaseException, limit: int = 200) -> str:
     """The first line of an exception's message, shortened: error messages stay one line."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
