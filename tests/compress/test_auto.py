@@ -2,11 +2,14 @@
 
 import json
 import re
+import shutil
 
+import onnx
 import pytest
 
 from effnet.cli import main
 from effnet.compress.auto import AutoJob, Candidate, choose, pareto_names
+from effnet.compress.quantize_runner import choose_file_runtime
 from effnet.errors import EffnetError
 from effnet.schemas import CompressionReport
 
@@ -48,7 +51,8 @@ def test_auto_search_end_to_end_then_resume(trained, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["compress", "--auto", "--weights", str(weights), "--data", str(data), "--out", str(out),
             "--targets", "0.5", "--no-sensitivity", "--max-accuracy-drop", "99", *SMALL,
-            "--family", "efficientnet_lite0", "--family-epochs", "1", "--distill-alpha", "0.5"]  # fmt: skip
+            "--family", "efficientnet_lite0", "--family-epochs", "1", "--distill-alpha", "0.5",
+            "--runtime", "auto"]  # fmt: skip
     assert main(args) == 0, capsys.readouterr().err
     printed, logged = capsys.readouterr()
     assert "chose " in printed and weights.read_bytes() == before
@@ -68,9 +72,24 @@ def test_auto_search_end_to_end_then_resume(trained, tmp_path, capsys):
     assert chosen["latency_ms"] == min(c["latency_ms"] for c in compressed)
     assert (out / f"model{'.onnx' if chosen['path'].endswith('.onnx') else '.safetensors'}").exists()
     assert result["pareto"] and set(result["pareto"]) <= set(names)
+    # --runtime auto: a chosen int8 file was measured in both runtimes and records the choice
+    if chosen["path"].endswith(".onnx"):
+        meta = json.loads(onnx.load(str(out / "model.onnx")).metadata_props[0].value)
+        assert sorted(result["runtimes_measured"]) == ["onnxruntime", "openvino"]
+        assert meta["runtime"] == result["runtime"] and meta["quantization"]["runtimes_measured"]
+    else:
+        assert result["runtime"] is None and not result["runtimes_measured"]
+    # the measurement itself, on a copy of the int8 candidate: same top-1 as the report's in ONNX Runtime
+    copy = tmp_path / "int8.onnx"
+    shutil.copyfile(out / "candidates" / "int8" / "model.onnx", copy)
+    runtime, measured = choose_file_runtime(copy, str(data), img_size=32, threads=1, repeats=3)
+    meta = json.loads(onnx.load(str(copy)).metadata_props[0].value)
+    assert meta["runtime"] == runtime in measured and meta["quantization"]["runtimes_measured"] == measured
+    assert all(m["latency_ms"] > 0 for m in measured.values())
 
     report = CompressionReport.from_dict(json.loads((out / "report.json").read_text()))
     rows = {row.name: row for row in report.passes}
+    assert measured["onnxruntime"]["top1"] == pytest.approx(rows["int8"].top1)
     assert rows["prune50"].flops <= 0.55 * rows["original"].flops
     assert rows["int8"].size_mb < 0.35 * rows["original"].size_mb
     assert all(row.latency_ms_onnxruntime for row in report.passes) and report.quant_error
@@ -99,6 +118,7 @@ def test_auto_search_end_to_end_then_resume(trained, tmp_path, capsys):
         (["--distill-alpha", "2"], r"distill alpha must be in \[0, 1\]"),
         (["--distill-alpha", "0.5", "--finetune-epochs", "0"], "distillation needs fine-tuning epochs"),
         (["--family", "efficientnet_b99"], r"--family efficientnet_b99: unknown model"),
+        (["--runtime", "auto", "--device", "cuda"], "chooses where an int8 file runs on the CPU"),
     ],
 )
 def test_bad_search_settings_are_one_line(trained, tmp_path, capsys, extra, message):

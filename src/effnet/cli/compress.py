@@ -77,6 +77,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     auto.add_argument("--img-size", type=image_size, default=None, help="input size (default: the checkpoint's)")
     auto.add_argument("--threads", type=positive_int, default=None, help="threads for the latency measurement")
     auto.add_argument("--repeats", type=positive_int, default=50, help="timed runs per candidate (50)")
+    auto.add_argument(
+        "--runtime",
+        choices=["onnxruntime", "auto"],
+        default="onnxruntime",
+        help="where a chosen int8 file runs: ONNX Runtime, which every candidate is compared in (default), or "
+        "auto: measure it in ONNX Runtime and OpenVINO here and record the faster accurate one",
+    )
     auto.add_argument("--workers", type=int, default=2, help="data loading processes (default 2)")
     p.set_defaults(run=run)
 
@@ -137,6 +144,7 @@ def _run_auto(args: argparse.Namespace) -> int:
         workers=args.workers,
         threads=args.threads,
         repeats=args.repeats,
+        runtime=args.runtime,
         resume=args.resume,
     )
     result = run_auto(job)

@@ -16,6 +16,9 @@ fine-tuned and measured, never an estimate.
 3. Every candidate and the original are measured in one run (top-1 as ``effnet eval`` measures it,
    size on disk, and batch-1 latency timed interleaved on the deployment runtime), and the best
    candidate within ``max_accuracy_drop`` of the original by the objective is chosen.
+4. With ``runtime="auto"``, a chosen int8 file is measured once more in ONNX Runtime and OpenVINO
+   (as ``effnet quantize --runtime auto`` does) and records the faster accurate one, where
+   ``predict``/``eval``/``bench`` then run it; the candidates themselves are compared in ONNX Runtime.
 
 ``OUT/report.json`` holds one row per candidate (``effnet report`` draws it, with the Pareto
 front), ``OUT/auto.json`` the search (each candidate's drop, whether it met the constraint, the
@@ -70,6 +73,7 @@ class AutoJob:
     seed: int = 0
     threads: int | None = None
     repeats: int = 50
+    runtime: str = "onnxruntime"  # "auto": the chosen int8 file runs where it measures fastest (ORT or OpenVINO)
     resume: bool = False
 
     def validate(self) -> AutoJob:
@@ -97,6 +101,10 @@ class AutoJob:
             problems.append(f"lite epochs must be 0 or more, got {self.lite_epochs}")
         if self.family_epochs < 1:
             problems.append(f"family epochs must be at least 1, got {self.family_epochs}")
+        if self.runtime not in ("onnxruntime", "auto"):
+            problems.append(f"runtime must be onnxruntime or auto, got {self.runtime!r}")
+        elif self.runtime == "auto" and self.device != "cpu":
+            problems.append("--runtime auto chooses where an int8 file runs on the CPU; drop it with --device cuda")
         problems += [_family_problem(member) for member in self.family if _family_problem(member)]
         if problems:
             raise EffnetError("invalid --auto search: " + "; ".join(problems))
@@ -137,6 +145,8 @@ class AutoResult:
     met: bool = False  # a compressed candidate stayed within the drop
     closest: str | None = None  # when none did: the compressed candidate with the smallest drop
     pareto: list[str] = field(default_factory=list)  # the accuracy/objective front, cheapest first
+    runtime: str | None = None  # where OUT/model.onnx runs (None when the choice is a checkpoint)
+    runtimes_measured: dict[str, dict[str, Any]] = field(default_factory=dict)  # with --runtime auto
     report: CompressionReport | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -157,12 +167,18 @@ class AutoResult:
             )
         chosen = by_name[self.chosen]
         ratio = _ratio(chosen, base, self.objective)
-        return (
+        line = (
             f"chose {chosen.name}: top-1 {chosen.top1:.2f}% ({-(chosen.drop or 0):+.2f} points), "
             f"{unit} {ratio:.2f}x the original's ({1 / ratio:.2f}x {'faster' if unit == 'latency' else 'smaller'})"
             if ratio
             else f"chose {chosen.name}"
         )
+        if self.runtimes_measured:
+            timed = ", ".join(
+                f"{r} {m['latency_ms']:.3f} ms, top-1 {m['top1']:.2f}%" for r, m in self.runtimes_measured.items()
+            )
+            line += f"; it runs on {self.runtime} ({timed})"
+        return line
 
 
 def _ratio(candidate: Candidate, base: Candidate, objective: Objective) -> float | None:
@@ -283,6 +299,17 @@ def run_auto(job: AutoJob) -> AutoResult:
     result = _result(job, report, stages, kinds)
     _write_json(out / "report.json", report.to_dict())
     _copy_choice(result, out)
+    chosen_path = Path(next(c.path for c in result.candidates if c.name == result.chosen))
+    if chosen_path.suffix == ".onnx":
+        result.runtime = "onnxruntime"
+        if job.runtime == "auto":
+            from effnet.compress.quantize_runner import choose_file_runtime
+
+            _log(f"choosing the runtime of {result.chosen}: ONNX Runtime or OpenVINO, measured here ...")
+            result.runtime, result.runtimes_measured = choose_file_runtime(
+                out / "model.onnx", job.data, data_dir=job.data_dir, img_size=job.img_size, threads=job.threads,
+                repeats=job.repeats,
+            )  # fmt: skip
     _write_json(state_path, result.to_dict())
     return result
 
@@ -493,7 +520,7 @@ def _identity(job: AutoJob) -> dict[str, Any]:
         identity["lite_epochs"] = job.lite_epochs
     if job.distill_alpha:  # searches without it keep their identity
         identity["distill_alpha"] = job.distill_alpha
-    return identity
+    return identity  # not the runtime: its choice is made again at the end of every run
 
 
 def _write_json(path: Path, data: Any) -> None:

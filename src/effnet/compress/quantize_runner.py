@@ -35,7 +35,7 @@ from effnet.export.ov_runtime import RUNTIMES as ONNX_RUNTIMES
 from effnet.export.ov_runtime import openvino_available
 from effnet.schemas import CompressionPass, CompressionReport, QuantError
 
-__all__ = ["QuantizeJob", "run_quantize"]
+__all__ = ["QuantizeJob", "choose_file_runtime", "run_quantize"]
 
 
 @dataclass
@@ -256,6 +256,42 @@ def _choose_runtime(asked: str, measured: dict[str, dict[str, Any]]) -> str:
     best = max(m["top1"] for m in measured.values())
     accurate = [r for r, m in measured.items() if m["top1"] >= best - RUNTIME_TOP1_TOLERANCE and m.get(key)]
     return min(accurate, key=lambda r: measured[r][key]) if accurate else "onnxruntime"
+
+
+def choose_file_runtime(
+    path: str | Path,
+    data: str,
+    *,
+    data_dir: str | None = None,
+    img_size: int | None = None,
+    threads: int | None = None,
+    repeats: int = 50,
+) -> tuple[str, dict[str, dict[str, Any]]]:
+    """Measure the quantized file ``path`` in ONNX Runtime and OpenVINO (top-1 on ``data`` as
+    ``effnet eval`` measures it, batch-1 latency of both timed interleaved), record the fastest
+    accurate runtime in its metadata as ``effnet quantize --runtime auto`` does, and return it
+    with the measurements. Without OpenVINO installed the file stays on ONNX Runtime, unmeasured."""
+    from effnet.bench import benchmark
+    from effnet.training.eval_checkpoint import evaluate_checkpoint
+
+    if not openvino_available():
+        return "onnxruntime", {}
+    runtimes = ("onnxruntime", "openvino")
+    top1 = {
+        r: float(evaluate_checkpoint(path, data, data_dir=data_dir, workers=0, img_size=img_size, runtime=r).top1)
+        for r in runtimes
+    }
+    bench = benchmark(
+        [str(path)], runtimes=runtimes, img_size=img_size, threads=threads, repeats=repeats, measure_memory=False
+    )
+    timed = {r.runtime: r for r in bench.results}
+    measured = {
+        r: {"top1": top1[r], "latency_ms": timed[r].latency_ms_median, "cpu_ms": timed[r].cpu_ms_median}
+        for r in runtimes
+    }
+    chosen = _choose_runtime("auto", measured)
+    _record_runtime(Path(path), chosen, measured)
+    return chosen, measured
 
 
 def _record_runtime(path: Path, chosen: str, measured: dict[str, dict[str, Any]]) -> None:

@@ -23,13 +23,15 @@ def evaluate_checkpoint(
     workers: int = 2,
     device: str = "auto",
     img_size: int | None = None,
+    runtime: str = "auto",
 ) -> EvalResult:
     """Top-1/top-5, loss, per-class accuracy and confusion matrix of a checkpoint on ``data``.
 
     Built-in datasets are evaluated on their test split, an ImageNet-layout folder on ``val/``,
     and a flat ``DIR/<class>/*`` folder or a CSV on every image in it. The data's class names
     must be the checkpoint's (in any order). Unreadable or missing images are left out and
-    listed in the result's ``skipped``.
+    listed in the result's ``skipped``. ``runtime`` runs an ONNX file in ``onnxruntime`` or
+    ``openvino`` instead of the one its metadata names.
     """
     from effnet.data.datasets import load_data
     from effnet.data.images import eval_transform
@@ -38,7 +40,7 @@ def evaluate_checkpoint(
     if str(weights).lower().endswith(".onnx"):  # an export or a quantized model: run it in ONNX Runtime
         from effnet.export.onnx_module import OnnxModule
 
-        net: torch.nn.Module = OnnxModule(weights)
+        net: torch.nn.Module = OnnxModule(weights, runtime=runtime)
         device = "cpu"
     else:
         net = load_model(model, weights)
