@@ -27,21 +27,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import skimage.data
 import torch
-from PIL import Image
-from quantize_photos import PHOTOS, crops
+from quantize_photos import photo_sets
 from torch import nn
 
 import effnet
 from effnet.compress.quantize import QuantizeConfig, quantize_onnx
-from effnet.data.images import eval_transform
 from effnet.export import export_model
 from effnet.export.onnx_module import OnnxModule
 from effnet.weights.specs import Preprocessing
@@ -128,14 +124,7 @@ def main() -> None:
 
     model = effnet.create_model(args.model, weights="imagenet").eval()
     pre = Preprocessing.from_dict(model.pretrained_meta["preprocessing"])
-    transform = eval_transform(pre)
-    folder = Path(os.path.dirname(skimage.data.__file__))
-    photos = [Image.open(folder / name).convert("RGB") for name in PHOTOS]
-    inputs = torch.stack(
-        [transform(p) for p in photos] + [c for i, p in enumerate(photos) for c in crops(p, 1, 100 + i, transform)]
-    )
-    calibration = torch.stack([c for i, p in enumerate(photos) for c in crops(p, 6, i, transform)]).numpy()
-    held_out = torch.stack([c for i, p in enumerate(photos) for c in crops(p, 10, 1000 + i, transform)])
+    inputs, calibration, held_out = photo_sets(pre)
 
     relu = with_relu(model)
     cle, bounded = equalize(relu), equalize(relu, limit=8.0)

@@ -69,6 +69,19 @@ def crops(image: Image.Image, count: int, seed: int, transform) -> list[torch.Te
     return out
 
 
+def photo_sets(pre: Preprocessing) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
+    """(the 46 inputs, the 138 calibration crops, the 230 held-out crops), prepared as ``pre`` says."""
+    transform = eval_transform(pre)
+    folder = Path(os.path.dirname(skimage.data.__file__))
+    photos = [Image.open(folder / name).convert("RGB") for name in PHOTOS]
+    inputs = torch.stack(
+        [transform(p) for p in photos] + [c for i, p in enumerate(photos) for c in crops(p, 1, 100 + i, transform)]
+    )
+    calibration = torch.stack([c for i, p in enumerate(photos) for c in crops(p, 6, i, transform)]).numpy()
+    held_out = torch.stack([c for i, p in enumerate(photos) for c in crops(p, 10, 1000 + i, transform)])
+    return inputs, calibration, held_out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="efficientnet_lite0")
@@ -80,14 +93,7 @@ def main() -> None:
 
     model = effnet.create_model(args.model, weights="imagenet").eval()
     pre = Preprocessing.from_dict(model.pretrained_meta["preprocessing"])
-    transform = eval_transform(pre)
-    folder = Path(os.path.dirname(skimage.data.__file__))
-    photos = [Image.open(folder / name).convert("RGB") for name in PHOTOS]
-    inputs = torch.stack(
-        [transform(p) for p in photos] + [c for i, p in enumerate(photos) for c in crops(p, 1, 100 + i, transform)]
-    )
-    calibration = torch.stack([c for i, p in enumerate(photos) for c in crops(p, 6, i, transform)]).numpy()
-    held_out = torch.stack([c for i, p in enumerate(photos) for c in crops(p, 10, 1000 + i, transform)])
+    inputs, calibration, held_out = photo_sets(pre)
 
     with tempfile.TemporaryDirectory(prefix="effnet-qbench-") as work:
         run(model, pre, inputs, calibration, held_out, Path(work), args)
