@@ -132,6 +132,8 @@ def run(model, pre, inputs, calibration, held_out, work, args) -> None:  # noqa:
         "effnet int8, min/max + bias correction (default)": QuantizeConfig(),
         "effnet int8, entropy + bias correction": QuantizeConfig(observer="entropy"),
         "effnet int8, moving average + bias correction": QuantizeConfig(observer="moving_average"),
+        "effnet int8, least squared error (mse) + bias correction": QuantizeConfig(observer="mse"),
+        "effnet int8, mse + auto_float=4": QuantizeConfig(observer="mse", auto_float=4),
         "effnet int8, min/max, no bias correction": QuantizeConfig(bias_correction=False),
         **{f"effnet int8, default + auto_float={n}": QuantizeConfig(auto_float=n) for n in (1, 2, 4, 8)},
         "effnet fp16 storage": QuantizeConfig(dtype="fp16"),

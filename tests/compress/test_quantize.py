@@ -372,13 +372,39 @@ def test_moving_average_observer_takes_the_mean_of_per_image_extremes(lite0, tmp
     assert meta["observer"] == "moving_average"
 
 
+def test_mse_range_trades_clipping_against_rounding():
+    from effnet.compress.quantize import _mse_range
+
+    rng = np.random.default_rng(0)
+    gauss, edges = np.histogram(rng.standard_normal(1_000_000), 2048, range=(-6, 6))
+    low, high = (float(v) for v in _mse_range(gauss, edges).values())
+    assert -4.5 < low < -3.0 and 3.0 < high < 4.5  # the rare tails are clipped, not the body
+    uniform, edges = np.histogram(rng.uniform(0, 3, 100_000), 2048, range=(-3, 3))
+    low, high = (float(v) for v in _mse_range(uniform, edges).values())
+    assert low == 0.0 and high == pytest.approx(3.0, abs=0.01)  # nothing to gain by clipping a uniform
+
+
+def test_mse_observer_quantizes_with_the_ranges_it_computes(lite0, tmp_path):
+    from effnet.compress.quantize import _mse_ranges
+
+    _, float_path, images, _ = lite0
+    calib = images[:16].numpy()
+    config = QuantizeConfig(calib_images=16, observer="mse", bias_correction=False)
+    result = quantize_onnx(float_path, tmp_path / "mse.onnx", config, calib)
+    name = onnx.load(str(result.path)).graph.input[0].name
+    (chosen,) = _mse_ranges(float_path, calib)[name]
+    low, high = float(chosen["rmin"]), float(chosen["rmax"])
+    assert low > calib.min() and high < calib.max()  # Gaussian inputs: the tails are clipped
+    assert _input_scale(result.path) == pytest.approx((high - low) / 255, rel=1e-5)
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
         ({"calib_images": 4}, "at least 16 calibration images"),
         ({"dtype": "fp16", "mode": "dynamic"}, "no dynamic mode"),
         ({"percentile": 100.0}, "percentile must be"),
-        ({"observer": "mse"}, "observer must be one of minmax, moving_average, percentile, entropy"),
+        ({"observer": "l1"}, "observer must be one of minmax, moving_average, percentile, entropy, mse"),
         ({"classifier_bits": 2}, "classifier_bits must be 8 or 4"),
         ({"classifier_bits": 4, "dtype": "bf16"}, "classifier_bits 4 is a weight format of the int8 modes"),
         ({"auto_float": -1}, "auto_float must be a whole number of layers"),

@@ -51,9 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-images", type=positive_int, default=256, help="calibration images (default 256)")
     p.add_argument(
         "--observer",
-        choices=["minmax", "moving_average", "percentile", "entropy"],
+        choices=["minmax", "moving_average", "percentile", "entropy", "mse"],
         default="minmax",
-        help="activation range: min/max (default), the mean of per-image min/max, a percentile of |x| or entropy",
+        help="activation range: min/max (default), the mean of per-image min/max, a percentile of |x|, entropy "
+        "or the least squared error",
     )
     p.add_argument("--percentile", type=float, default=99.999, help="for --observer percentile (99.999)")
     p.add_argument(
