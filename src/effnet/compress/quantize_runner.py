@@ -68,7 +68,7 @@ class QuantizeJob:
         if self.runtime not in ("auto", *ONNX_RUNTIMES):
             problems.append(
                 f"runtime {self.runtime!r} is not available: effnet quantizes for ONNX Runtime or OpenVINO "
-                "(PyTorch's int8 paths measured 3-8x slower than ONNX Runtime float here, docs/quantization.md); "
+                "(PyTorch's int8 paths measured 2.5-8x slower than ONNX Runtime float here, docs/quantization.md); "
                 "use --runtime auto"
             )
         elif self.runtime == "openvino" and not openvino_available():
