@@ -57,7 +57,7 @@ import tempfile
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -80,7 +80,7 @@ __all__ = [
 Mode = Literal["static", "dynamic", "qat"]
 DType = Literal["int8", "fp16", "bf16"]
 Observer = Literal["minmax", "moving_average", "percentile", "entropy", "mse"]
-OBSERVERS: tuple[str, ...] = ("minmax", "moving_average", "percentile", "entropy", "mse")
+OBSERVERS: tuple[str, ...] = get_args(Observer)
 MIN_CALIBRATION_IMAGES = 16
 
 
