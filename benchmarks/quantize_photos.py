@@ -135,6 +135,7 @@ def run(model, pre, inputs, calibration, held_out, work, args) -> None:  # noqa:
         "effnet int8, least squared error (mse) + bias correction": QuantizeConfig(observer="mse"),
         "effnet int8, mse + auto_float=4": QuantizeConfig(observer="mse", auto_float=4),
         "effnet int8, min/max, no bias correction": QuantizeConfig(bias_correction=False),
+        "effnet int8, default + 7-bit weights (reduce_range)": QuantizeConfig(reduce_range=True),
         **{f"effnet int8, default + auto_float={n}": QuantizeConfig(auto_float=n) for n in (1, 2, 4, 8)},
         "effnet fp16 storage": QuantizeConfig(dtype="fp16"),
         "effnet int8, default + 4-bit classifier": QuantizeConfig(classifier_bits=4),

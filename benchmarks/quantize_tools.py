@@ -8,7 +8,8 @@ From the float ONNX export of ``--weights`` it builds:
   default signed int8 activations and with uint8 activations, called as a user would on the float
   export after ``quant_pre_process`` (as ``benchmarks/quantize_photos.py`` does);
 - effnet's static int8 (``quantize_onnx`` with ``QuantizeConfig()``'s defaults), in ONNX Runtime
-  and read by OpenVINO (``effnet quantize --runtime auto`` chooses between the two);
+  and read by OpenVINO (``effnet quantize --runtime auto`` chooses between the two), and in ONNX
+  Runtime with 7-bit weights (``--reduce-range``) and with one scale per weight tensor;
 - OpenVINO fp32 (the float ONNX read by OpenVINO) and NNCF post-training quantization of that
   OpenVINO model (``nncf.quantize``, default preset) into OpenVINO int8, both on OpenVINO's CPU
   plugin with ``INFERENCE_NUM_THREADS`` = ``--threads``, one stream, f32 inference precision;
@@ -63,7 +64,7 @@ import torch
 from torch import nn
 
 import effnet
-from effnet.bench.measure import cpu_name, interleaved_timings, percentile
+from effnet.bench.measure import cpu_flags, cpu_name, interleaved_timings, percentile
 from effnet.compress.quantize import QuantizeConfig, _Reader, quantize_onnx
 from effnet.data.datasets import load_data
 from effnet.data.images import eval_transform
@@ -149,6 +150,8 @@ def build(model: nn.Module, size: int, calibration: np.ndarray, sample: np.ndarr
         (ORT_S8, lambda: ort_static(ORT_S8, float_path, calibration, sample, True, work, args)),
         (ORT_U8, lambda: ort_static(ORT_U8, float_path, calibration, sample, False, work, args)),
         ("effnet int8 (defaults)", lambda: effnet_static(float_path, calibration, sample, work, args)),
+        (EFFNET_R7, lambda: effnet_static(float_path, calibration, sample, work, args, EFFNET_R7, reduce_range=True)),
+        (EFFNET_PT, lambda: effnet_static(float_path, calibration, sample, work, args, EFFNET_PT, per_channel=False)),
         ("effnet int8 on OpenVINO", lambda: effnet_on_openvino(work, sample, args)),
         ("OpenVINO fp32", lambda: openvino_float(float_path, sample, work, args)),
         ("NNCF -> OpenVINO int8", lambda: nncf_int8(float_path, calibration, sample, work, args)),
@@ -208,10 +211,18 @@ def ort_static(
     return ort_variant(label, path, sample, args.threads)
 
 
-def effnet_static(float_path: Path, calibration: np.ndarray, sample: np.ndarray, work: Path, args) -> Variant:  # noqa: ANN001
-    path = work / "effnet-int8.onnx"
-    quantize_onnx(float_path, path, QuantizeConfig(calib_images=len(calibration)), calibration)
-    return ort_variant("effnet int8 (defaults)", path, sample, args.threads)
+EFFNET_R7 = "effnet int8, 7-bit weights (--reduce-range)"
+EFFNET_PT = "effnet int8, per-tensor weights"
+
+
+def effnet_static(
+    float_path: Path, calibration: np.ndarray, sample: np.ndarray, work: Path, args,  # noqa: ANN001
+    label: str = "effnet int8 (defaults)", **settings: bool,
+) -> Variant:  # fmt: skip
+    """effnet's static int8 with its defaults, or with ``settings`` changed (reduce_range, per_channel)."""
+    path = work / ("-".join(["effnet-int8", *settings]).replace("_", "-") + ".onnx")
+    quantize_onnx(float_path, path, QuantizeConfig(calib_images=len(calibration), **settings), calibration)
+    return ort_variant(label, path, sample, args.threads)
 
 
 LITE_FLOAT = "effnet lite swap, fp32 (ONNX Runtime)"
@@ -441,15 +452,6 @@ def report(variants, predictions, labels, latency, size, calib_count, args) -> N
         ratio = "-" if ms is None or base_ms is None else f"{ms / base_ms:.2f}"
         note = f" ({v.problem})" if v.problem else ""
         print(f"| {v.label}{note} | {top1} | {agree} | {mib} | {timing} | {ratio} | {v.build_s:.0f} |")
-
-
-def cpu_flags() -> set[str]:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    return set()
 
 
 def package_version(name: str) -> str:

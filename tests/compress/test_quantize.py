@@ -24,6 +24,7 @@ from effnet.compress.quantize import (
     quantize_model,
     quantize_onnx,
 )
+from effnet.compress.quantize_runner import saturation_hint
 from effnet.export import export_model
 from effnet.export.formats import onnx_weight_count
 from effnet.export.onnx_module import OnnxModule
@@ -85,6 +86,40 @@ def test_static_int8_is_a_quarter_of_the_size_and_close_to_float(lite0):
     layers = result.layers
     assert len(layers) == 50 and layers[-1]["sqnr_db"] >= layers[0]["sqnr_db"] > 0
     assert all(row["mse"] >= 0 for row in layers)
+
+
+def _int8_weights(path):
+    graph = onnx.load(str(path)).graph
+    return [numpy_helper.to_array(i) for i in graph.initializer if i.data_type == TensorProto.INT8 and len(i.dims) > 1]
+
+
+def test_reduce_range_stores_weights_in_7_bits_and_stays_close_to_float(lite0, tmp_path):
+    _, float_path, images, _ = lite0
+    calib, test = images[:16].numpy(), images[16:]
+    config = QuantizeConfig(calib_images=16, reduce_range=True)
+    result = quantize_onnx(float_path, tmp_path / "r7.onnx", config, calib)
+    weights = _int8_weights(result.path)
+    assert len(weights) == 50  # every convolution and the classifier
+    assert max(np.abs(w).max() for w in weights) == 64  # 7 bits: each channel's largest weight on +-64
+    meta = json.loads(onnx.load(str(result.path)).metadata_props[0].value)
+    assert meta["quantization"]["reduce_range"] is True
+    reference = OnnxModule(float_path)(test)
+    noise = OnnxModule(result.path)(test) - reference
+    assert 10 * torch.log10(reference.pow(2).mean() / noise.pow(2).mean()) > 6  # dB, half the weight levels
+    dynamic = quantize_onnx(float_path, tmp_path / "d7.onnx", QuantizeConfig(mode="dynamic", reduce_range=True))
+    (classifier,) = _int8_weights(dynamic.path)
+    assert np.abs(classifier).max() <= 64
+
+
+def test_an_int8_drop_on_a_cpu_without_vnni_suggests_7_bit_weights():
+    no_vnni, config = {"sse2", "avx2", "fma"}, QuantizeConfig()
+    assert "--reduce-range" in saturation_hint(no_vnni, 1.2, config)
+    assert saturation_hint(no_vnni | {"avx512_vnni"}, 1.2, config) is None  # 32-bit sums: nothing saturates
+    assert saturation_hint(no_vnni | {"avx_vnni"}, 1.2, config) is None
+    assert saturation_hint({"fp", "asimd"}, 1.2, config) is None  # not x86
+    assert saturation_hint(no_vnni, 0.3, config) is None  # within what int8 may lose
+    assert saturation_hint(no_vnni, 1.2, QuantizeConfig(reduce_range=True)) is None  # already 7 bits
+    assert saturation_hint(no_vnni, 1.2, QuantizeConfig(dtype="fp16")) is None  # no integer kernels
 
 
 def test_layers_kept_in_float_are_not_quantized(lite0):
@@ -215,10 +250,11 @@ def _softmax_kl(reference, out):
     return (log_p.exp() * (log_p - log_q)).sum(1).mean().item()
 
 
-def test_output_sensitivity_puts_a_layer_that_quantizes_badly_first(pretrained, tmp_path):
+def test_output_sensitivity_ranks_a_layer_that_quantizes_badly_first_and_auto_float_keeps_it(pretrained, tmp_path):
     """One input channel of a convolution made 1000x larger (and its weights 1000x smaller): the same
     float function, but rounding that input per tensor loses the other channels. That layer alone
-    moves the output most, and ``auto_float=1`` keeps exactly it in float."""
+    moves the output most; ``auto_float=3`` keeps exactly it and the next two in float (the
+    classifier, kept by pattern, is not ranked), each reading an unrounded input."""
     float_path, images = pretrained
     producer_name, victim = (
         "/stages/stages.0/stages.0.0/project/conv/Conv",
@@ -249,9 +285,20 @@ def test_output_sensitivity_puts_a_layer_that_quantizes_badly_first(pretrained, 
     assert ranking[0]["kl"] > 10 * ranking[1]["kl"]
     assert plain.sensitivity == [] and plain.kept_float == []  # measured only when asked for
 
-    config = QuantizeConfig(calib_images=16, auto_float=1)
+    config = QuantizeConfig(calib_images=16, auto_float=3, keep_float=("/classifier/*",))
     mixed = quantize_onnx(edited, tmp_path / "mixed.onnx", config, images[:16].numpy())
-    assert mixed.kept_float == [victim] and mixed.sensitivity[0]["layer"] == victim
+    chosen = [row["layer"] for row in mixed.sensitivity[:3]]
+    assert chosen[0] == victim
+    assert len(mixed.sensitivity) == 49 and "/classifier/Gemm" not in {r["layer"] for r in mixed.sensitivity}
+    assert sorted(mixed.kept_float) == sorted(["/classifier/Gemm", *chosen])
+    float_weights, float_inputs = _float_layers(mixed.path)
+    assert float_weights == {"/classifier/Gemm", *chosen}  # the other 46 layers have int8 weights
+    assert set(chosen) <= float_inputs  # and the chosen ones read an unrounded input
+    kls = [row["kl"] for row in mixed.sensitivity]
+    assert kls == sorted(kls, reverse=True) and kls[-1] >= 0
+    meta = json.loads(onnx.load(str(mixed.path)).metadata_props[0].value)["quantization"]
+    assert meta["auto_float"] == 3 and meta["kept_float"] == mixed.kept_float
+    assert len(mixed.layers) == 50
     before, after = (
         _softmax_kl(reference, OnnxModule(plain.path)(test)),
         _softmax_kl(reference, OnnxModule(mixed.path)(test)),
@@ -327,27 +374,6 @@ def test_classifier_bits_4_without_calibration_is_weight_only(pretrained, tmp_pa
     assert ops.count("MatMulNBits") == 1 and "DequantizeLinear" not in ops and ops.count("Conv") == 49
     reference = OnnxModule(float_path)(images[16:])
     assert (OnnxModule(result.path)(images[16:]).argmax(1) == reference.argmax(1)).float().mean() >= 0.75
-
-
-def test_auto_float_keeps_exactly_n_layers_in_float(pretrained, tmp_path):
-    float_path, images = pretrained
-    config = QuantizeConfig(calib_images=16, auto_float=3, keep_float=("/classifier/*",))
-    result = quantize_onnx(float_path, tmp_path / "auto.onnx", config, images[:16].numpy())
-    chosen = [row["layer"] for row in result.sensitivity[:3]]
-    assert len(result.sensitivity) == 49 and "/classifier/Gemm" not in {r["layer"] for r in result.sensitivity}
-    assert sorted(result.kept_float) == sorted(["/classifier/Gemm", *chosen])
-    float_weights, float_inputs = _float_layers(result.path)
-    assert float_weights == {"/classifier/Gemm", *chosen}  # the other 46 layers have int8 weights
-    assert set(chosen) <= float_inputs  # and the chosen ones read an unrounded input
-    kls = [row["kl"] for row in result.sensitivity]
-    assert kls == sorted(kls, reverse=True) and kls[-1] >= 0
-    meta = json.loads(onnx.load(str(result.path)).metadata_props[0].value)["quantization"]
-    assert meta["auto_float"] == 3 and meta["kept_float"] == result.kept_float
-    assert len(result.layers) == 50
-    test = images[16:]
-    reference = OnnxModule(float_path)(test)
-    plain = quantize_onnx(float_path, tmp_path / "plain.onnx", QuantizeConfig(calib_images=16), images[:16].numpy())
-    assert _softmax_kl(reference, OnnxModule(result.path)(test)) < _softmax_kl(reference, OnnxModule(plain.path)(test))
 
 
 def _input_scale(path):
@@ -468,13 +494,18 @@ def test_calibration_images_prepared_otherwise_are_refused(lite0, tmp_path, imag
 # -- effnet quantize ------------------------------------------------------------------------------
 
 
-def test_quantize_writes_a_model_every_command_runs(trained, tmp_path, capsys):
+def test_quantize_writes_a_model_every_command_runs(trained, tmp_path, capsys, monkeypatch):
     data, weights = trained
     before = weights.read_bytes()
     out = tmp_path / "q"
+    # As on an x86 CPU without VNNI where int8 lost accuracy: the command suggests 7-bit weights.
+    monkeypatch.setattr("effnet.bench.measure.cpu_flags", lambda: {"sse2", "avx2"})
+    monkeypatch.setattr("effnet.compress.quantize_runner.SATURATION_DROP", -101.0)
     argv = ["quantize", "--weights", str(weights), "--data", str(data), "--out", str(out), *FAST]
     assert main(argv) == 0, capsys.readouterr().err
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert "without VNNI" in captured.err and "compare --reduce-range" in captured.err
     assert "float" in printed and "quantized" in printed and "worst layer" in printed
     assert weights.read_bytes() == before
     assert sorted(p.name for p in out.iterdir()) == ["bench.json", "model.onnx", "report.json"]
@@ -587,6 +618,9 @@ def test_quantize_auto_float_reports_the_layers_kept(trained, tmp_path, capsys):
         (["--resume"], "continues the fine-tune of --mode qat"),
         (["--runtime", "torch"], "runtime 'torch' is not available: .* slower than ONNX Runtime float"),
         (["--classifier-bits", "4", "--dtype", "fp16"], "classifier_bits 4 is a weight format of the int8 modes"),
+        (["--reduce-range", "--mode", "qat"], "simulates 8-bit weights; drop --reduce-range"),
+        (["--reduce-range", "--rounding", "adaround"], "adaround learns the rounding of 8-bit weights"),
+        (["--reduce-range", "--dtype", "bf16"], "reduce_range narrows int8 weights to 7 bits; bf16"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(trained, tmp_path, capsys, extra, message):

@@ -126,3 +126,13 @@ def test_the_example_recipe_is_valid(tmp_path, monkeypatch):
     assert [step.name for step in recipe.steps] == ["prune", "distill", "quantize"]
     recipe = load_recipe(examples / "compress-b0.yaml")
     assert [step.name for step in recipe.steps] == ["lite", "prune", "quantize"]
+
+
+def test_a_quantize_step_takes_every_setting_of_the_quantize_pass():
+    from dataclasses import fields
+
+    from effnet.compress.quantize import QuantizeConfig
+    from effnet.compress.recipe import _QUANTIZE_KEYS
+
+    # error_images only sizes the report's per-layer error; everything else decides the file.
+    assert {f.name for f in fields(QuantizeConfig)} - set(_QUANTIZE_KEYS) == {"error_images"}

@@ -68,6 +68,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--activations", choices=["uint8", "int8"], default="uint8", help="activation type (uint8: fast on x86)"
     )
+    p.add_argument(
+        "--reduce-range",
+        action="store_true",
+        help="int8 weights in 7 bits: for x86 CPUs without VNNI, whose u8 x s8 kernels can overflow 16-bit sums",
+    )
     p.add_argument("--no-bias-correction", action="store_true", help="skip correcting the weights' rounding bias")
     p.add_argument(
         "--rounding",
@@ -120,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         percentile=args.percentile,
         classifier_bits=args.classifier_bits,
         activations=args.activations,
+        reduce_range=args.reduce_range,
         bias_correction=not args.no_bias_correction,
         rounding=args.rounding,
         adaround_iters=args.adaround_iters,

@@ -95,6 +95,7 @@ class QuantizeConfig(PassConfig):
     observer: Observer = "minmax"
     percentile: float = 99.999  # of |activation| values, for the percentile observer
     per_channel: bool = True  # int8 weights: one scale per output channel
+    reduce_range: bool = False  # int8 weights in 7 bits, [-64, 64] (ONNX Runtime's reduce_range)
     activations: Literal["uint8", "int8"] = "uint8"
     bias_correction: bool = True
     rounding: Literal["nearest", "adaround"] = "nearest"  # int8 weights: to nearest, or learned (AdaRound)
@@ -135,12 +136,18 @@ class QuantizeConfig(PassConfig):
             problems.append(f"qat_epochs must be a whole number of at least 1, got {self.qat_epochs!r}")
         if not (isinstance(self.qat_lr, int | float) and 0.0 < self.qat_lr < 1.0):
             problems.append(f"qat_lr must be a learning rate in (0, 1), got {self.qat_lr!r}")
+        if self.reduce_range and self.dtype != "int8":
+            problems.append(f"reduce_range narrows int8 weights to 7 bits; {self.dtype} has no int8 weights")
+        elif self.reduce_range and self.mode == "qat":
+            problems.append("quantization-aware training simulates 8-bit weights; drop --reduce-range for --mode qat")
         if self.rounding not in ("nearest", "adaround"):
             problems.append(f"rounding must be nearest or adaround, got {self.rounding!r}")
         elif self.rounding == "adaround" and not self.calibrated:
             problems.append(
                 "adaround learns the rounding of calibrated int8 weights; use --mode static or qat with int8"
             )
+        elif self.rounding == "adaround" and self.reduce_range:
+            problems.append("adaround learns the rounding of 8-bit weights; drop --reduce-range")
         elif self.rounding == "adaround" and not self.per_channel:
             problems.append("adaround rounds per-channel int8 weights; keep per_channel on")
         if isinstance(self.adaround_iters, bool) or not isinstance(self.adaround_iters, int) or self.adaround_iters < 1:
@@ -301,6 +308,7 @@ def _quantize_onnx(
                 str(out),
                 weight_type=quant.QuantType.QInt8,
                 per_channel=config.per_channel,
+                reduce_range=config.reduce_range,
                 nodes_to_exclude=excluded,
                 op_types_to_quantize=["MatMul", "Gemm"],  # ConvInteger ran 10x slower than float
             )
@@ -380,6 +388,7 @@ def _static_settings(quant: Any, config: QuantizeConfig) -> dict[str, Any]:
         "activation_type": quant.QuantType.QUInt8 if config.activations == "uint8" else quant.QuantType.QInt8,
         "weight_type": quant.QuantType.QInt8,
         "per_channel": config.per_channel,
+        "reduce_range": config.reduce_range,
         "calibrate_method": methods[config.observer],
         "extra_options": extra,
     }

@@ -35,7 +35,7 @@ from effnet.export.ov_runtime import RUNTIMES as ONNX_RUNTIMES
 from effnet.export.ov_runtime import openvino_available
 from effnet.schemas import CompressionPass, CompressionReport, QuantError
 
-__all__ = ["QuantizeJob", "choose_file_runtime", "run_quantize"]
+__all__ = ["QuantizeJob", "choose_file_runtime", "run_quantize", "saturation_hint"]
 
 
 @dataclass
@@ -142,6 +142,7 @@ def _run(
     model: nn.Module, job: QuantizeJob, size: int, splits: Any, calibration: Any, validation: Any, out: Path
 ) -> CompressionReport:
     from effnet.bench import benchmark
+    from effnet.bench.measure import cpu_flags
     from effnet.export import export_model
     from effnet.export.onnx_module import OnnxModule
     from effnet.models.summary import count_flops
@@ -180,6 +181,9 @@ def _run(
 
     top1 = {(label, "onnxruntime"): accuracy(path, "onnxruntime") for label, path in files.items()}
     top1.update({("quantized", r): accuracy(result.path, r) for r in runtimes if r != "onnxruntime"})
+    hint = saturation_hint(cpu_flags(), top1[("float", "onnxruntime")] - top1[("quantized", "onnxruntime")], config)
+    if hint:
+        _log(hint)
     _log(f"timing {', '.join(timed)} in {' and '.join(runtimes)} at {size} px, batch 1, interleaved ...")
     bench = benchmark(
         [str(files[label]) for label in timed],
@@ -232,6 +236,29 @@ def _run(
     )
     write_json(out / "report.json", report.to_dict())
     return report
+
+
+# An int8 model this many top-1 points below float on a CPU without VNNI gets saturation_hint's line.
+SATURATION_DROP = 0.5
+
+
+def saturation_hint(flags: set[str], drop: float, config: QuantizeConfig) -> str | None:
+    """A line for users whose int8 model lost accuracy on an x86 CPU without VNNI, or None.
+
+    There the u8 x s8 kernels (``vpmaddubsw``) add pairs of products in 16 bits, which can
+    saturate; ONNX Runtime and OpenVINO document 7-bit weights (``reduce_range``) as the cure.
+    With VNNI (or on other CPUs) products accumulate in 32 bits and 7-bit weights only cost
+    accuracy (docs/quantization.md measures both).
+    """
+    x86 = "sse2" in flags
+    vnni = bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    int8 = config.dtype == "int8" and config.activations == "uint8" and not config.reduce_range
+    if not (x86 and not vnni and int8 and drop > SATURATION_DROP):
+        return None
+    return (
+        f"int8 top-1 is {drop:.2f} points below float on a CPU without VNNI, whose u8 x s8 kernels can "
+        "saturate: compare --reduce-range (7-bit weights)"
+    )
 
 
 # A runtime may be chosen for speed only while its top-1 stays this close to the best runtime's.
