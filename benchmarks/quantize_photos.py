@@ -136,6 +136,10 @@ def run(model, pre, inputs, calibration, held_out, work, args) -> None:  # noqa:
         "effnet int8, mse + auto_float=4": QuantizeConfig(observer="mse", auto_float=4),
         "effnet int8, min/max, no bias correction": QuantizeConfig(bias_correction=False),
         "effnet int8, default + 7-bit weights (reduce_range)": QuantizeConfig(reduce_range=True),
+        "effnet int8, default + stem in float": QuantizeConfig(keep_float=("/stem/*",)),
+        "effnet int8, mse + stem in float + auto_float=4": QuantizeConfig(
+            observer="mse", keep_float=("/stem/*",), auto_float=4
+        ),
         **{f"effnet int8, default + auto_float={n}": QuantizeConfig(auto_float=n) for n in (1, 2, 4, 8)},
         "effnet fp16 storage": QuantizeConfig(dtype="fp16"),
         "effnet int8, default + 4-bit classifier": QuantizeConfig(classifier_bits=4),

@@ -9,7 +9,8 @@ From the float ONNX export of ``--weights`` it builds:
   export after ``quant_pre_process`` (as ``benchmarks/quantize_photos.py`` does);
 - effnet's static int8 (``quantize_onnx`` with ``QuantizeConfig()``'s defaults), in ONNX Runtime
   and read by OpenVINO (``effnet quantize --runtime auto`` chooses between the two), and in ONNX
-  Runtime with 7-bit weights (``--reduce-range``) and with one scale per weight tensor;
+  Runtime with the stem quantized too (``--int8-stem``), with 7-bit weights (``--reduce-range``)
+  and with one scale per weight tensor;
 - OpenVINO fp32 (the float ONNX read by OpenVINO) and NNCF post-training quantization of that
   OpenVINO model (``nncf.quantize``, default preset) into OpenVINO int8, both on OpenVINO's CPU
   plugin with ``INFERENCE_NUM_THREADS`` = ``--threads``, one stream, f32 inference precision;
@@ -150,6 +151,10 @@ def build(model: nn.Module, size: int, calibration: np.ndarray, sample: np.ndarr
         (ORT_S8, lambda: ort_static(ORT_S8, float_path, calibration, sample, True, work, args)),
         (ORT_U8, lambda: ort_static(ORT_U8, float_path, calibration, sample, False, work, args)),
         ("effnet int8 (defaults)", lambda: effnet_static(float_path, calibration, sample, work, args)),
+        (
+            EFFNET_I8_STEM,
+            lambda: effnet_static(float_path, calibration, sample, work, args, EFFNET_I8_STEM, float_stem=False),
+        ),  # fmt: skip
         (EFFNET_R7, lambda: effnet_static(float_path, calibration, sample, work, args, EFFNET_R7, reduce_range=True)),
         (EFFNET_PT, lambda: effnet_static(float_path, calibration, sample, work, args, EFFNET_PT, per_channel=False)),
         ("effnet int8 on OpenVINO", lambda: effnet_on_openvino(work, sample, args)),
@@ -211,6 +216,7 @@ def ort_static(
     return ort_variant(label, path, sample, args.threads)
 
 
+EFFNET_I8_STEM = "effnet int8, stem in int8 too (--int8-stem)"
 EFFNET_R7 = "effnet int8, 7-bit weights (--reduce-range)"
 EFFNET_PT = "effnet int8, per-tensor weights"
 
@@ -219,7 +225,7 @@ def effnet_static(
     float_path: Path, calibration: np.ndarray, sample: np.ndarray, work: Path, args,  # noqa: ANN001
     label: str = "effnet int8 (defaults)", **settings: bool,
 ) -> Variant:  # fmt: skip
-    """effnet's static int8 with its defaults, or with ``settings`` changed (reduce_range, per_channel)."""
+    """effnet's static int8 with its defaults, or with ``settings`` changed (float_stem, reduce_range, ...)."""
     path = work / ("-".join(["effnet-int8", *settings]).replace("_", "-") + ".onnx")
     quantize_onnx(float_path, path, QuantizeConfig(calib_images=len(calibration), **settings), calibration)
     return ort_variant(label, path, sample, args.threads)

@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -33,6 +34,7 @@ from effnet.schemas import BenchReport, CompressionReport
 SIZE = 32
 TRAINED_MODEL = "efficientnet_lite0"  # for the trained fixture (conftest)
 FAST = ["--workers", "0", "--repeats", "3", "--threads", "1", "--calib-images", "16"]
+STEM = "/stem/conv/Conv"  # the convolution reading the image, float by default (QuantizeConfig.float_stem)
 
 
 @pytest.fixture(scope="module")
@@ -93,13 +95,27 @@ def _int8_weights(path):
     return [numpy_helper.to_array(i) for i in graph.initializer if i.data_type == TensorProto.INT8 and len(i.dims) > 1]
 
 
+def test_the_stem_reads_the_image_in_float_unless_asked(lite0, tmp_path):
+    _, float_path, images, _ = lite0
+    calib = images[:16].numpy()
+    default = quantize_onnx(float_path, tmp_path / "d.onnx", QuantizeConfig(calib_images=16), calib)
+    assert default.kept_float == [STEM]
+    float_weights, float_inputs = _float_layers(default.path)
+    assert float_weights == {STEM} and STEM in float_inputs  # float weights, and the image unrounded
+    graph = onnx.load(str(default.path)).graph
+    assert not any(n.op_type == "QuantizeLinear" and n.input[0] == graph.input[0].name for n in graph.node)
+    assert json.loads(onnx.load(str(default.path)).metadata_props[0].value)["quantization"]["float_stem"] is True
+    int8 = quantize_onnx(float_path, tmp_path / "i.onnx", QuantizeConfig(calib_images=16, float_stem=False), calib)
+    assert int8.kept_float == [] and _float_layers(int8.path)[0] == set() and len(_int8_weights(int8.path)) == 50
+
+
 def test_reduce_range_stores_weights_in_7_bits_and_stays_close_to_float(lite0, tmp_path):
     _, float_path, images, _ = lite0
     calib, test = images[:16].numpy(), images[16:]
     config = QuantizeConfig(calib_images=16, reduce_range=True)
     result = quantize_onnx(float_path, tmp_path / "r7.onnx", config, calib)
     weights = _int8_weights(result.path)
-    assert len(weights) == 50  # every convolution and the classifier
+    assert len(weights) == 49  # every convolution but the stem (float by default), and the classifier
     assert max(np.abs(w).max() for w in weights) == 64  # 7 bits: each channel's largest weight on +-64
     meta = json.loads(onnx.load(str(result.path)).metadata_props[0].value)
     assert meta["quantization"]["reduce_range"] is True
@@ -193,7 +209,7 @@ def test_adaround_rounding_is_what_the_int8_file_computes_with(lite0):
     plain = quantize_model(model, root / "nearest.onnx", QuantizeConfig(calib_images=16, bias_correction=False),
                            [images[:16]], SIZE)  # fmt: skip
     nearest = _dequantized_weights(onnx.load(str(plain.path)))
-    assert learned.keys() == nearest.keys() and len(learned) == 50
+    assert learned.keys() == nearest.keys() and len(learned) == 49  # all but the stem, float by default
     # Same grid (scales), other rounding for some weights: the quantizer kept AdaRound's choice.
     changed = [name for name in learned if not np.allclose(learned[name], nearest[name])]
     assert len(changed) > 25
@@ -281,18 +297,19 @@ def test_output_sensitivity_ranks_a_layer_that_quantizes_badly_first_and_auto_fl
 
     plain = quantize_onnx(edited, tmp_path / "plain.onnx", QuantizeConfig(calib_images=16), images[:16].numpy())
     ranking = layer_sensitivity(edited, plain.path, images[:16].numpy())
-    assert len(ranking) == 50 and ranking[0]["layer"] == victim
+    assert len(ranking) == 49 and ranking[0]["layer"] == victim  # the stem is float already
     assert ranking[0]["kl"] > 10 * ranking[1]["kl"]
-    assert plain.sensitivity == [] and plain.kept_float == []  # measured only when asked for
+    assert plain.sensitivity == [] and plain.kept_float == [STEM]  # measured only when asked for
 
     config = QuantizeConfig(calib_images=16, auto_float=3, keep_float=("/classifier/*",))
     mixed = quantize_onnx(edited, tmp_path / "mixed.onnx", config, images[:16].numpy())
     chosen = [row["layer"] for row in mixed.sensitivity[:3]]
     assert chosen[0] == victim
-    assert len(mixed.sensitivity) == 49 and "/classifier/Gemm" not in {r["layer"] for r in mixed.sensitivity}
-    assert sorted(mixed.kept_float) == sorted(["/classifier/Gemm", *chosen])
+    ranked = {r["layer"] for r in mixed.sensitivity}
+    assert len(ranked) == 48 and not ranked & {"/classifier/Gemm", STEM}  # kept by pattern and by default
+    assert sorted(mixed.kept_float) == sorted(["/classifier/Gemm", STEM, *chosen])
     float_weights, float_inputs = _float_layers(mixed.path)
-    assert float_weights == {"/classifier/Gemm", *chosen}  # the other 46 layers have int8 weights
+    assert float_weights == {"/classifier/Gemm", STEM, *chosen}  # the other 45 layers have int8 weights
     assert set(chosen) <= float_inputs  # and the chosen ones read an unrounded input
     kls = [row["kl"] for row in mixed.sensitivity]
     assert kls == sorted(kls, reverse=True) and kls[-1] >= 0
@@ -363,7 +380,7 @@ def test_a_classifier_kept_in_float_is_not_stored_at_4_bits(lite0, tmp_path):
     _, float_path, images, _ = lite0
     config = QuantizeConfig(calib_images=16, classifier_bits=4, keep_float=("/classifier/*",))
     result = quantize_onnx(float_path, tmp_path / "kept.onnx", config, images[:16].numpy())
-    assert "MatMulNBits" not in _ops(result.path) and _float_layers(result.path)[0] == {"/classifier/Gemm"}
+    assert "MatMulNBits" not in _ops(result.path) and _float_layers(result.path)[0] == {"/classifier/Gemm", STEM}
 
 
 def test_classifier_bits_4_without_calibration_is_weight_only(pretrained, tmp_path):
@@ -386,9 +403,11 @@ def test_moving_average_observer_takes_the_mean_of_per_image_extremes(lite0, tmp
     _, float_path, images, _ = lite0
     calib = images[:16].numpy().copy()  # the fixture's images stay as they are
     calib[3] *= 3  # one outlier image: min/max follows it, the mean of per-image extremes much less
-    config = QuantizeConfig(calib_images=16, observer="moving_average", bias_correction=False)
+    # The image's own range shows what the observer did: it is quantized when the stem is int8.
+    config = QuantizeConfig(calib_images=16, observer="moving_average", bias_correction=False, float_stem=False)
     averaged = quantize_onnx(float_path, tmp_path / "avg.onnx", config, calib)
-    minmax = quantize_onnx(float_path, tmp_path / "mm.onnx", QuantizeConfig(calib_images=16), calib)
+    int8_stem = QuantizeConfig(calib_images=16, float_stem=False)
+    minmax = quantize_onnx(float_path, tmp_path / "mm.onnx", int8_stem, calib)
     flat = calib.reshape(len(calib), -1)
     low, high = min(0.0, flat.min(1).mean()), max(0.0, flat.max(1).mean())
     assert _input_scale(averaged.path) == pytest.approx((high - low) / 255, rel=1e-5)
@@ -414,7 +433,7 @@ def test_mse_observer_quantizes_with_the_ranges_it_computes(lite0, tmp_path):
 
     _, float_path, images, _ = lite0
     calib = images[:16].numpy()
-    config = QuantizeConfig(calib_images=16, observer="mse", bias_correction=False)
+    config = QuantizeConfig(calib_images=16, observer="mse", bias_correction=False, float_stem=False)
     result = quantize_onnx(float_path, tmp_path / "mse.onnx", config, calib)
     name = onnx.load(str(result.path)).graph.input[0].name
     (chosen,) = _mse_ranges(float_path, calib)[name]
@@ -524,6 +543,8 @@ def test_quantize_writes_a_model_every_command_runs(trained, tmp_path, capsys, m
     assert len(report.quant_error) == 50
     bench = BenchReport.from_dict(json.loads((out / "bench.json").read_text()))
     assert len(bench.results) == 4  # float and quantized, each in both runtimes
+    precision = {(Path(r.model).name, r.precision) for r in bench.results}
+    assert precision == {("float.onnx", "fp32"), ("model.onnx", "int8")}  # as recorded, not the input's type
 
     model = str(out / "model.onnx")
     assert main(["eval", "--weights", model, "--data", str(data), "--workers", "0", "--json"]) == 0
@@ -590,7 +611,7 @@ def test_quantize_auto_float_reports_the_layers_kept(trained, tmp_path, capsys):
     data, weights = trained
     out = tmp_path / "q"
     argv = ["quantize", "--weights", str(weights), "--data", str(data), "--out", str(out), *FAST, "--auto-float", "2"]
-    assert main(argv) == 0, capsys.readouterr().err
+    assert main([*argv, "--int8-stem"]) == 0, capsys.readouterr().err  # the stem ranked with the others
     printed = capsys.readouterr().out
     report = CompressionReport.from_dict(json.loads((out / "report.json").read_text()))
     kept = [row.layer for row in report.quant_error if row.kept_float]
@@ -600,7 +621,7 @@ def test_quantize_auto_float_reports_the_layers_kept(trained, tmp_path, capsys):
     assert {row.layer for row in most} == set(kept)
     assert _float_layers(out / "model.onnx")[0] == set(kept)
     meta = json.loads(onnx.load(str(out / "model.onnx")).metadata_props[0].value)["quantization"]
-    assert meta["auto_float"] == 2 and sorted(meta["kept_float"]) == sorted(kept)
+    assert meta["auto_float"] == 2 and sorted(meta["kept_float"]) == sorted(kept) and meta["float_stem"] is False
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from torch import nn
 
 from effnet.bench.measure import MiB, peak_memory_mb, synchronize, tensor_bytes
 from effnet.errors import EffnetError
-from effnet.export.formats import onnxruntime_session
+from effnet.export.formats import onnx_metadata, onnxruntime_session
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 RUNTIMES = ("torch", "compile", "onnxruntime", "openvino")
@@ -127,6 +127,8 @@ class OrtRunner(Runner):
         if spec.type not in _ORT_TYPES or len(spec.shape) != 4:
             raise EffnetError(f"{self.path}: expected one 4-D float image input, found {spec.type} {spec.shape}")
         self.precision, self.np_dtype = _ORT_TYPES[spec.type]
+        # A quantized file takes float input: its precision is the one `effnet quantize` recorded.
+        self.precision = onnx_metadata(self.session).get("quantization", {}).get("dtype", self.precision)
         batch, channels, height, width = (d if isinstance(d, int) else None for d in spec.shape)
         self.fixed_batch = batch
         if channels is None:

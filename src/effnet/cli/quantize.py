@@ -73,6 +73,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="int8 weights in 7 bits: for x86 CPUs without VNNI, whose u8 x s8 kernels can overflow 16-bit sums",
     )
+    p.add_argument(
+        "--int8-stem",
+        action="store_true",
+        help="quantize the first convolution too (by default it reads the image in float: faster on CPUs)",
+    )
     p.add_argument("--no-bias-correction", action="store_true", help="skip correcting the weights' rounding bias")
     p.add_argument(
         "--rounding",
@@ -86,7 +91,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="PATTERN",
-        help="ONNX node names (wildcards allowed) to leave in float, e.g. '/stem/*'; repeatable",
+        help="ONNX node names (wildcards allowed) to leave in float, e.g. '/stages/stages.6/*'; repeatable",
     )
     p.add_argument(
         "--auto-float",
@@ -130,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         rounding=args.rounding,
         adaround_iters=args.adaround_iters,
         keep_float=tuple(args.keep_float),
+        float_stem=not args.int8_stem,
         auto_float=args.auto_float,
         calib_images=args.calib_images,
         qat_epochs=args.qat_epochs,

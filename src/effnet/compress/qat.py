@@ -37,6 +37,7 @@ True
 from __future__ import annotations
 
 import types
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -156,20 +157,50 @@ def _fake_quant_linear_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor
     return F.linear(x, fake_quantize_weight(self.weight), self.bias)
 
 
-def _quantizable(model: nn.Module) -> dict[str, nn.Module]:
-    return {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)}
+def _quantizable(model: nn.Module, skip: Sequence[str] = ()) -> dict[str, nn.Module]:
+    kinds = nn.Conv2d | nn.Linear
+    return {name: m for name, m in model.named_modules() if isinstance(m, kinds) and name not in skip}
+
+
+def input_layers(model: nn.Module, img_size: int, in_chans: int = 3) -> list[str]:
+    """Names of the convolutions that read the image directly (the stem), found by running ``model``
+    once on a blank image: what ``QuantizeConfig.float_stem`` leaves in float in the int8 file."""
+    found: list[str] = []
+    image = torch.zeros(1, in_chans, img_size, img_size)
+
+    def watch(name: str) -> Any:
+        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+            if args and args[0] is image:
+                found.append(name)
+
+        return hook
+
+    convolutions = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    hooks = [module.register_forward_pre_hook(watch(name)) for name, module in convolutions]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(image)
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return found
 
 
 def insert_fake_quant(
-    model: nn.Module, momentum: float = 0.01, observers: dict[str, ActivationObserver] | None = None
+    model: nn.Module,
+    momentum: float = 0.01,
+    observers: dict[str, ActivationObserver] | None = None,
+    skip: Sequence[str] = (),
 ) -> dict[str, ActivationObserver]:
     """Make every Conv2d and Linear of ``model`` (in place) compute with fake-quantized weights and inputs.
 
     Returns the input observers by layer name; pass ``observers`` to share existing ones (an EMA
-    copy of the network uses the training copy's ranges). Names, parameters and ``state_dict``
-    are unchanged.
+    copy of the network uses the training copy's ranges). Layers named in ``skip`` stay float.
+    Names, parameters and ``state_dict`` are unchanged.
     """
-    layers = _quantizable(model)
+    layers = _quantizable(model, skip)
     if not layers:
         raise EffnetError(f"{type(model).__name__} has no convolution or linear layer to quantize")
     if has_fake_quant(model):
@@ -227,11 +258,12 @@ class FakeQuantCallback(Callback):
         quantize_model(result.model, "model.onnx", QuantizeConfig(mode="qat"), calibration)
     """
 
-    def __init__(self, momentum: float = 0.01, freeze_bn: bool = True) -> None:
+    def __init__(self, momentum: float = 0.01, freeze_bn: bool = True, skip: Sequence[str] = ()) -> None:
         if not 0.0 < momentum <= 1.0:
             raise EffnetError(f"observer momentum must be in (0, 1], got {momentum}")
         self.momentum = momentum
         self.freeze_bn = freeze_bn
+        self.skip = tuple(skip)  # layers the int8 file keeps in float, e.g. input_layers(model, size)
         self.observers: dict[str, ActivationObserver] = {}
         self._saved: dict[str, Any] = {}  # observer state loaded on resume, applied on fit start
         self._models: list[nn.Module] = []
@@ -253,7 +285,7 @@ class FakeQuantCallback(Callback):
         for target in (model, *copies):
             if target is None:
                 continue
-            insert_fake_quant(target, self.momentum, self.observers)
+            insert_fake_quant(target, self.momentum, self.observers, self.skip)
             self._models.append(target)
             if self.freeze_bn:
                 self._hooks.append(target.register_forward_pre_hook(_freeze_batchnorm_hook))

@@ -101,7 +101,8 @@ class QuantizeConfig(PassConfig):
     rounding: Literal["nearest", "adaround"] = "nearest"  # int8 weights: to nearest, or learned (AdaRound)
     adaround_iters: int = 300  # AdaRound: optimisation steps per layer
     classifier_bits: int = 8  # 4: the classifier's weights at 4 bits (ONNX Runtime MatMulNBits), int8 modes
-    keep_float: tuple[str, ...] = ()  # ONNX node-name patterns left in float, e.g. "/stem/*"
+    keep_float: tuple[str, ...] = ()  # ONNX node-name patterns left in float, e.g. "/stages/stages.0/*"
+    float_stem: bool = True  # static int8: the convolution reading the image stays float (faster, measured)
     auto_float: int = 0  # static int8: also keep the N layers whose quantization moves the output most in float
     sensitivity_images: int = 32  # calibration images the output sensitivity is measured on (auto_float)
     calib_images: int = 256  # calibration images (static)
@@ -296,6 +297,9 @@ def _quantize_onnx(
         quant.quant_pre_process(str(float_path), str(pre), skip_symbolic_shape=True)
         graph = onnx.load(str(pre))
         excluded = _matching(graph, config.keep_float)
+        if config.float_stem and config.calibrated:
+            stems = set(_stems(graph))
+            excluded = [n.name for n in graph.graph.node if n.name in stems or n.name in excluded]
         if config.mode == "dynamic" and config.classifier_bits == 4:  # weight-only: the classifier at 4 bits
             measured = config.bias_correction and images is not None and len(images) > 0
             means = _input_means(graph, _gemms(graph), images[:64]) if measured else None
@@ -347,21 +351,22 @@ def _quantize_onnx(
         ranged = _ranged(settings, config, source, images)  # calibrated again on the corrected network
         quant.quantize_static(str(source), str(out), _Reader(graph, images), **ranged)
         quantized = onnx.load(str(out))
+        # Layers kept in float get their original weights (not AdaRound's, which lie on the int8 grid).
         if excluded:
             kept_names = set(excluded)
-            quantized = _with_float(quantized, graph, kept_names, lambda node: node.name in kept_names)
+            quantized = _with_float(quantized, original, kept_names, lambda node: node.name in kept_names)
         sensitivity: list[dict[str, Any]] = []
         kept = list(excluded)
         if config.auto_float:
             # Spread over the calibration set, which may come ordered by class or by source photo.
             spread = np.linspace(0, len(images) - 1, min(config.sensitivity_images, len(images))).round()
-            sensitivity = _sensitivity(graph, quantized, images[spread.astype(int)])
+            sensitivity = _sensitivity(original, quantized, images[spread.astype(int)])
             chosen = {row["layer"] for row in sensitivity[: config.auto_float]}
-            quantized = _with_float(quantized, graph, chosen, lambda node: node.name in chosen)
+            quantized = _with_float(quantized, original, chosen, lambda node: node.name in chosen)
             kept += [name for name in candidates if name in chosen]  # in graph order
         gemms = set(_gemms(graph)) - set(kept)  # a classifier kept in float stays float
         if config.classifier_bits == 4 and gemms:
-            quantized = _with_float(quantized, graph, gemms, lambda node: node.name in gemms)
+            quantized = _with_float(quantized, original, gemms, lambda node: node.name in gemms)
             means = _input_means(original, sorted(gemms), images[:64]) if config.bias_correction else None
             quantized = _classifier_4bit(quantized, original, means, skip=kept)
         _write(quantized, out, metadata, config, kept)
@@ -469,6 +474,16 @@ def _calibration_array(batches: Iterable[Any], config: QuantizeConfig) -> np.nda
     if not images:
         return np.zeros((0, 3, 1, 1), np.float32)
     return np.concatenate(images)[: config.calib_images]
+
+
+def _stems(graph: Any) -> list[str]:
+    """The convolutions that read the image (a graph input) directly.
+
+    ONNX Runtime's int8 kernels gain nothing on their three input channels, and quantizing the
+    image costs a pass over it; kept in float, Lite0's int8 file ran 7-15% faster (64 and 224 px).
+    """
+    inputs = {i.name for i in graph.graph.input}
+    return [n.name for n in graph.graph.node if n.op_type == "Conv" and n.input[0] in inputs]
 
 
 def _matching(graph: Any, patterns: Sequence[str]) -> list[str]:

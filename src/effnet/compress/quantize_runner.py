@@ -161,7 +161,7 @@ def _run(
         static = replace(config, mode="static")
         files["static"] = quantize_onnx(float_path, out / "_float" / "static.onnx", static, images).path
         timed.append("static")
-        tuned = _fine_tune(model, job, out / "qat")
+        tuned = _fine_tune(model, job, out / "qat", size)
         source = files["qat-float"] = out / "_float" / "qat-float.onnx"
         export_model(tuned, "onnx", source, img_size=size)
     what = f"{config.mode} {config.dtype}"
@@ -352,9 +352,9 @@ def _quant_error(result: QuantizeResult) -> list[QuantError]:
     ]
 
 
-def _fine_tune(model: nn.Module, job: QuantizeJob, run_dir: Path) -> nn.Module:
+def _fine_tune(model: nn.Module, job: QuantizeJob, run_dir: Path, size: int) -> nn.Module:
     """A copy of ``model`` fine-tuned with fake quantization in ``run_dir``; ``model`` is untouched."""
-    from effnet.compress.qat import FakeQuantCallback
+    from effnet.compress.qat import FakeQuantCallback, input_layers
     from effnet.training.engine import fit
     from effnet.weights.io import read_metadata
 
@@ -386,7 +386,9 @@ def _fine_tune(model: nn.Module, job: QuantizeJob, run_dir: Path) -> nn.Module:
     if isinstance(crop_scale, list | tuple) and len(crop_scale) == 2:  # crop as the network was trained
         recipe["crop_scale"] = tuple(crop_scale)
     _log(f"quantization-aware fine-tuning: {config.qat_epochs} epoch(s) at lr {config.qat_lr:g} in {run_dir}")
-    result = fit(copy.deepcopy(model), job.data, recipe, callbacks=[FakeQuantCallback()])
+    # The fine-tune simulates what the file computes: a stem that stays float is not rounded.
+    stem = input_layers(model, size) if config.float_stem else []
+    result = fit(copy.deepcopy(model), job.data, recipe, callbacks=[FakeQuantCallback(skip=stem)])
     assert result.model is not None
     return result.model.eval()
 

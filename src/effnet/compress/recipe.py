@@ -51,7 +51,7 @@ _PRUNE_KEYS = (
 ).split()
 _QUANTIZE_KEYS = (
     "mode dtype observer percentile per_channel activations bias_correction keep_float auto_float sensitivity_images "
-    "classifier_bits reduce_range "
+    "classifier_bits reduce_range float_stem "
     "calib_images qat_epochs qat_lr rounding adaround_iters runtime"
 ).split()
 _TRAIN_KEYS = "epochs lr augment amp temperature alpha".split()
