@@ -3,14 +3,16 @@
 Static int8 calibrates activation ranges on images of the training split (prepared exactly as
 at inference), corrects the bias that rounding the weights adds, and writes DIR/model.onnx
 (QDQ: per-channel int8 weights, uint8 activations, which run every convolution in int8 on x86
-CPUs). DIR/report.json gives size, top-1 on the validation split and batch-1 ONNX Runtime
+CPUs but the stem: reading the three-channel image, it runs faster in float and stays so unless
+--int8-stem). DIR/report.json gives size, top-1 on the validation split and batch-1 ONNX Runtime
 latency of the float export and the quantized model, timed interleaved, and every layer's
 quantization error (SQNR); ``effnet report DIR/report.json`` draws it.
 
 --mode qat (quantization-aware training) first fine-tunes a copy of the network for --qat-epochs
-on the training split with int8 rounding simulated in every convolution and the classifier
-(batch norms frozen), into DIR/qat/ (continue an interrupted one with --resume), then converts it
-as static int8; the report adds the static int8 baseline and the fine-tuned float network.
+on the training split with int8 rounding simulated in every convolution (the stem too with
+--int8-stem) and the classifier (batch norms frozen), into DIR/qat/ (continue an interrupted one
+with --resume), then converts it as static int8; the report adds the static int8 baseline and
+the fine-tuned float network.
 
 --auto-float N (mixed precision) quantizes each convolution and the classifier alone, ranks them
 by how far that moves the network's output from float (KL divergence on calibration images), and

@@ -23,6 +23,10 @@ then quantized with ONNX Runtime's quantizer (``onnxruntime.quantization``):
   close to float, instead of to the nearest grid point; written back as float weights on ONNX
   Runtime's grid, which its quantizer then keeps exactly. Bias correction still applies, measured
   from the original float weights.
+- **The stem stays float** (``float_stem=True``): the convolution that reads the image keeps its
+  float weights and an unrounded input. ONNX Runtime's int8 kernels run it 1.6x *slower* than
+  float (three input channels) and the image must be quantized first; float, Lite0's int8 file
+  ran 9-15% faster at 224 px (2-7% at 64 px) with the same accuracy (``docs/quantization.md``).
 - ``qat`` int8: the same conversion as ``static``, of a network first fine-tuned with int8
   rounding simulated (:mod:`effnet.compress.qat`; ``effnet quantize --mode qat`` runs both).
 - ``dynamic`` int8: the classifier's weights int8, its input quantized per batch at run time
@@ -480,7 +484,7 @@ def _stems(graph: Any) -> list[str]:
     """The convolutions that read the image (a graph input) directly.
 
     ONNX Runtime's int8 kernels gain nothing on their three input channels, and quantizing the
-    image costs a pass over it; kept in float, Lite0's int8 file ran 7-15% faster (64 and 224 px).
+    image costs a pass over it; kept in float, Lite0's int8 file ran 9-15% faster at 224 px.
     """
     inputs = {i.name for i in graph.graph.input}
     return [n.name for n in graph.graph.node if n.op_type == "Conv" and n.input[0] in inputs]
