@@ -12,10 +12,12 @@ from tests.conftest import randomize_batchnorm
 import effnet
 from effnet.cli import main
 from effnet.compress.qat import (
+    _ATTRIBUTE,
     ActivationObserver,
     FakeQuantCallback,
     fake_quantize_weight,
     has_fake_quant,
+    input_layers,
     insert_fake_quant,
     remove_fake_quant,
     weight_scales,
@@ -227,3 +229,15 @@ def test_quantize_qat_writes_a_model_and_leaves_the_checkpoint_alone(trained, tm
 
     assert main([*argv, "--resume"]) == 1  # finished: nothing left to resume
     assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_the_layer_reading_the_image_is_found_and_can_stay_float():
+    model = effnet.create_model("resnet18", num_classes=3)
+    assert input_layers(model, 32) == ["conv1"] and model.training  # its mode is given back
+    observers = insert_fake_quant(model, skip=["conv1"])
+    assert "conv1" not in observers and len(observers) == 20 and _ATTRIBUTE not in model.conv1.__dict__
+    callback = FakeQuantCallback(skip=["conv1"])
+    callback.load_state_dict({"observers": {"conv1": {"range": [0.0, 1.0]}}})  # from a run that rounded it
+    callback.attach(effnet.create_model("resnet18", num_classes=3))
+    assert "conv1" not in callback.observers
+    callback.detach()

@@ -290,6 +290,8 @@ class FakeQuantCallback(Callback):
             if self.freeze_bn:
                 self._hooks.append(target.register_forward_pre_hook(_freeze_batchnorm_hook))
         for name, state in self._saved.items():
+            if name in self.skip:
+                continue  # saved by a run that still rounded this layer
             if name not in self.observers:
                 raise EffnetError(f"the saved fake-quantization state names layer {name!r}, which the model lacks")
             self.observers[name].load_state_dict(state)
