@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from effnet.errors import EffnetError
+from effnet.models.summary import forward_once
 from effnet.training.callbacks import Callback
 
 if TYPE_CHECKING:
@@ -176,15 +177,7 @@ def input_layers(model: nn.Module, img_size: int, in_chans: int = 3) -> list[str
         return hook
 
     convolutions = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    hooks = [module.register_forward_pre_hook(watch(name)) for name, module in convolutions]
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()(image)
-    finally:
-        model.train(was_training)
-        for hook in hooks:
-            hook.remove()
+    forward_once(model, image, [module.register_forward_pre_hook(watch(name)) for name, module in convolutions])
     return found
 
 

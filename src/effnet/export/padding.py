@@ -20,6 +20,7 @@ from torch import nn
 
 from effnet.errors import EffnetError
 from effnet.models.blocks import SameConv2d, same_padding
+from effnet.models.summary import forward_once
 
 
 class PaddedConv2d(nn.Conv2d):
@@ -84,14 +85,7 @@ def _same_conv_input_sizes(model: nn.Module, example_input: torch.Tensor) -> dic
             handles.append(module.register_forward_pre_hook(record))
     if not handles:
         return sizes
-    was_training = model.training
-    try:
-        with torch.inference_mode():
-            model.eval()(example_input[:1])
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
+    forward_once(model, example_input[:1], handles)
     return sizes
 
 

@@ -128,16 +128,9 @@ def _output_strides(model: nn.Module, names: list[str], example: torch.Tensor) -
         )
         for name in names
     ]
-    import torch
+    from effnet.models.summary import forward_once
 
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()(example)
-    finally:
-        model.train(was_training)
-        for hook in hooks:
-            hook.remove()
+    forward_once(model, example, hooks)
     return found
 
 

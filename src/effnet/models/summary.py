@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -27,6 +29,19 @@ class ModelInfo:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def forward_once(model: torch.nn.Module, example: torch.Tensor, handles: Sequence[Any] = ()) -> None:
+    """Run ``model`` once on ``example`` in eval mode without gradients, then give back its mode
+    and remove ``handles``: the hooks through which the caller watches the pass."""
+    was_training = model.training
+    try:
+        with torch.inference_mode():
+            model.eval()(example)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
 
 
 def count_params(model: torch.nn.Module) -> int:
