@@ -147,7 +147,7 @@ def test_sensitivity_decides_where_channels_go(trained, tmp_path, capsys):
     data, weights = trained
     out = tmp_path / "out"
     argv = ["prune", "--weights", str(weights), "--data", str(data), "--out", str(out), "--target", "0.3"]
-    assert main([*argv, "--sensitivity", "--steps", "2", *FAST]) == 0, capsys.readouterr().err
+    assert main([*argv, "--sensitivity", *FAST]) == 0, capsys.readouterr().err
     assert "top-1@0.25" in capsys.readouterr().err  # the table
     report = CompressionReport.from_dict(json.loads((out / "report.json").read_text()))
     original, pruned = report.passes
@@ -160,12 +160,12 @@ def test_sensitivity_decides_where_channels_go(trained, tmp_path, capsys):
 
     # A second job reuses the measured sensitivity instead of measuring it again: the same widths.
     again = tmp_path / "again"
-    reuse = ["--sensitivity", "--sensitivity-file", str(out / "sensitivity.json"), "--steps", "2", *FAST]
+    reuse = ["--sensitivity", "--sensitivity-file", str(out / "sensitivity.json"), *FAST]
     argv = [a if a != str(out) else str(again) for a in argv]
     assert main([*argv, *reuse]) == 0, capsys.readouterr().err
     assert "pruning each unit alone" not in capsys.readouterr().err
-    first = PassReport.from_dict(json.loads((out / "steps" / "2" / "pass.json").read_text())).details["groups"]
-    second = PassReport.from_dict(json.loads((again / "steps" / "2" / "pass.json").read_text())).details["groups"]
+    first = PassReport.from_dict(json.loads((out / "steps" / "1" / "pass.json").read_text())).details["groups"]
+    second = PassReport.from_dict(json.loads((again / "steps" / "1" / "pass.json").read_text())).details["groups"]
     assert first == second
     third = [a if a != str(again) else str(tmp_path / "third") for a in argv]
     assert main([*third, "--sensitivity-file", str(out / "sensitivity.json")]) == 1

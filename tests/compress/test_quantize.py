@@ -70,6 +70,10 @@ def test_static_int8_is_a_quarter_of_the_size_and_close_to_float(lite0):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     result = quantize_model(model, root / "int8.onnx", QuantizeConfig(calib_images=16), [images[:16]], SIZE)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # the input is untouched
+    # The stem reads the image in float (float weights, the image unrounded); the rest is int8.
+    assert result.kept_float == [STEM] and _float_layers(result.path) == ({STEM}, {STEM})
+    graph = onnx.load(str(result.path)).graph
+    assert not any(n.op_type == "QuantizeLinear" and n.input[0] == graph.input[0].name for n in graph.node)
     assert result.path.stat().st_size <= 0.3 * float_path.stat().st_size
     assert result.calibration_images == 16 and result.bias_corrected > 40
     assert {"QuantizeLinear", "DequantizeLinear"} <= _ops(result.path)
@@ -77,6 +81,7 @@ def test_static_int8_is_a_quarter_of_the_size_and_close_to_float(lite0):
     assert quantized.pretrained_meta["classes"] == model.pretrained_meta["classes"]  # metadata kept
     meta = json.loads(onnx.load(str(result.path)).metadata_props[0].value)
     assert meta["quantization"]["mode"] == "static" and meta["quantization"]["activations"] == "uint8"
+    assert meta["quantization"]["float_stem"] is True
     # the same weights counted in both files (int8 weights and int32 biases; scales are not weights)
     params = onnx_weight_count(onnx.load(str(float_path)))[0]
     assert QuantizedModel(result.path).compression_stats().params == params > 3_300_000
@@ -95,30 +100,17 @@ def _int8_weights(path):
     return [numpy_helper.to_array(i) for i in graph.initializer if i.data_type == TensorProto.INT8 and len(i.dims) > 1]
 
 
-def test_the_stem_reads_the_image_in_float_unless_asked(lite0, tmp_path):
-    _, float_path, images, _ = lite0
-    calib = images[:16].numpy()
-    default = quantize_onnx(float_path, tmp_path / "d.onnx", QuantizeConfig(calib_images=16), calib)
-    assert default.kept_float == [STEM]
-    float_weights, float_inputs = _float_layers(default.path)
-    assert float_weights == {STEM} and STEM in float_inputs  # float weights, and the image unrounded
-    graph = onnx.load(str(default.path)).graph
-    assert not any(n.op_type == "QuantizeLinear" and n.input[0] == graph.input[0].name for n in graph.node)
-    assert json.loads(onnx.load(str(default.path)).metadata_props[0].value)["quantization"]["float_stem"] is True
-    int8 = quantize_onnx(float_path, tmp_path / "i.onnx", QuantizeConfig(calib_images=16, float_stem=False), calib)
-    assert int8.kept_float == [] and _float_layers(int8.path)[0] == set() and len(_int8_weights(int8.path)) == 50
-
-
 def test_reduce_range_stores_weights_in_7_bits_and_stays_close_to_float(lite0, tmp_path):
     _, float_path, images, _ = lite0
     calib, test = images[:16].numpy(), images[16:]
-    config = QuantizeConfig(calib_images=16, reduce_range=True)
+    config = QuantizeConfig(calib_images=16, reduce_range=True, float_stem=False)  # the stem in int8 too
     result = quantize_onnx(float_path, tmp_path / "r7.onnx", config, calib)
     weights = _int8_weights(result.path)
-    assert len(weights) == 49  # every convolution but the stem (float by default), and the classifier
+    assert len(weights) == 50 and result.kept_float == []  # every convolution and the classifier
     assert max(np.abs(w).max() for w in weights) == 64  # 7 bits: each channel's largest weight on +-64
+    assert _float_layers(result.path) == (set(), set())  # no float weights, no unrounded input
     meta = json.loads(onnx.load(str(result.path)).metadata_props[0].value)
-    assert meta["quantization"]["reduce_range"] is True
+    assert meta["quantization"]["reduce_range"] is True and meta["quantization"]["float_stem"] is False
     reference = OnnxModule(float_path)(test)
     noise = OnnxModule(result.path)(test) - reference
     assert 10 * torch.log10(reference.pow(2).mean() / noise.pow(2).mean()) > 6  # dB, half the weight levels
@@ -549,6 +541,9 @@ def test_quantize_writes_a_model_every_command_runs(trained, tmp_path, capsys, m
     model = str(out / "model.onnx")
     assert main(["eval", "--weights", model, "--data", str(data), "--workers", "0", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["n"] == 36
+    from effnet.training.eval_checkpoint import evaluate_checkpoint
+
+    assert evaluate_checkpoint(model, str(data), workers=0, max_images=10).n == 10  # the recipes' test_images
     image = next(iter((data / "class_0").iterdir()))
     assert main(["predict", str(image), "--weights", model, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["predictions"][0]["label"].startswith("class_")

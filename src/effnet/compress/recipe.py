@@ -43,7 +43,9 @@ from effnet.schemas import CompressionPass, CompressionReport
 __all__ = ["Recipe", "RecipeStep", "load_recipe", "measure_stages", "run_recipe"]
 
 STEPS = ("prune", "lite", "distill", "finetune", "quantize", "export")
-SHARED = ("data_dir", "subset", "batch_size", "img_size", "workers", "device", "seed", "threads", "repeats")
+SHARED = (
+    "data_dir", "subset", "batch_size", "img_size", "workers", "device", "seed", "threads", "repeats", "test_images"
+)  # fmt: skip
 _PRUNE_KEYS = (
     "method target target_kind importance scope round_to include_stem include_head include_squeeze latency_aware steps "
     "finetune_epochs lr augment amp sensitivity bench_size max_ratio "
@@ -344,7 +346,12 @@ def measure_stages(
     quant_error, sensitivity = [], []
     for label, path, report in stages:
         top1 = evaluate_checkpoint(
-            path, data, data_dir=shared.get("data_dir"), workers=0, img_size=shared.get("img_size")
+            path,
+            data,
+            data_dir=shared.get("data_dir"),
+            workers=0,
+            img_size=shared.get("img_size"),
+            max_images=shared.get("test_images"),  # evenly spaced; all of them unless the recipe says
         ).top1
         params, flops = None, None
         if path.suffix == ".onnx":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import torch
-from torch.utils.data import ConcatDataset, DataLoader
+from torch.utils.data import ConcatDataset, DataLoader, Subset
 
 from effnet.devices import resolve_device
 from effnet.errors import EffnetError, out_of_memory_message
@@ -24,6 +24,7 @@ def evaluate_checkpoint(
     device: str = "auto",
     img_size: int | None = None,
     runtime: str = "auto",
+    max_images: int | None = None,
 ) -> EvalResult:
     """Top-1/top-5, loss, per-class accuracy and confusion matrix of a checkpoint on ``data``.
 
@@ -31,7 +32,8 @@ def evaluate_checkpoint(
     and a flat ``DIR/<class>/*`` folder or a CSV on every image in it. The data's class names
     must be the checkpoint's (in any order). Unreadable or missing images are left out and
     listed in the result's ``skipped``. ``runtime`` runs an ONNX file in ``onnxruntime`` or
-    ``openvino`` instead of the one its metadata names.
+    ``openvino`` instead of the one its metadata names. ``max_images`` evaluates on that many
+    evenly spaced images of the split instead of all of them.
     """
     from effnet.data.datasets import load_data
     from effnet.data.images import eval_transform
@@ -65,6 +67,8 @@ def evaluate_checkpoint(
         )
     if data_classes != classes:
         dataset = _Relabel(dataset, [classes.index(c) for c in data_classes])
+    if max_images is not None and max_images < len(dataset):
+        dataset = Subset(dataset, [i * len(dataset) // max_images for i in range(max_images)])
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
     dev = resolve_device(device)
     try:
