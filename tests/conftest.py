@@ -25,7 +25,14 @@ def pytest_configure(config: pytest.Config) -> None:
     """Run the session with TMPDIR at a fresh folder, so that whatever the code under test (and
     the processes it starts) leaves in a temporary folder can be seen at the end; pytest's own
     tmp_path folders stay in the real one (their retention is set in pyproject.toml)."""
-    config.stash[_SAVED_ENV] = {key: os.environ.get(key) for key in ("TMPDIR", "PYTEST_DEBUG_TEMPROOT")}
+    config.stash[_SAVED_ENV] = {
+        key: os.environ.get(key) for key in ("TMPDIR", "PYTEST_DEBUG_TEMPROOT", "OMP_NUM_THREADS")
+    }
+    if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
+        # One thread per pytest-xdist worker (one worker per core), for the processes the tests start
+        # too: two workers of two threads each on two cores took 14m25s against one process's 10m12s.
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
     os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.gettempdir())
     fresh = Path(tempfile.mkdtemp(prefix="effnet-tests-tmpdir-"))
     config.stash[_SESSION_TMPDIR] = fresh
