@@ -22,7 +22,7 @@ from effnet.compress.qat import (
     remove_fake_quant,
     weight_scales,
 )
-from effnet.compress.quantize import _dequantized_weights
+from effnet.compress.quantize import QuantizeConfig, _dequantized_weights, quantize_model
 from effnet.factory import load_model
 from effnet.schemas import CompressionReport
 
@@ -48,7 +48,7 @@ def _onnx_node(module_name: str) -> str:
     return "/" + "/".join(segments) + ("/Gemm" if module_name == "classifier" else "/Conv")
 
 
-def _folded_grid_mismatches(model: torch.nn.Module, quantized_onnx) -> tuple[int, int]:
+def _folded_grid_mismatches(model: torch.nn.Module, quantized_onnx, per_channel: bool = True) -> tuple[int, int]:
     """(weights compared, weights off by a step): ``model``'s fake-quantized weights, folded with their batch
     norms as the export folds them, against the int8 weights ONNX Runtime wrote into ``quantized_onnx``."""
     rounded = _dequantized_weights(onnx.load(str(quantized_onnx)))
@@ -57,14 +57,21 @@ def _folded_grid_mismatches(model: torch.nn.Module, quantized_onnx) -> tuple[int
     assert len(rounded) == len(layers) == 49  # the stem stays float (QuantizeConfig.float_stem)
     compared = off_grid = 0
     for name, module in layers.items():
-        expected = fake_quantize_weight(module.weight).double().detach()
-        step = weight_scales(module.weight).double()
+        factor = None
         if name.endswith(".conv"):
             bn = modules[name.removesuffix(".conv") + ".bn"]
-            factor = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).double().detach()
+            factor = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach()
+        expected = fake_quantize_weight(module.weight, per_channel, factor).double().detach()
+        if not per_channel:
+            folded = module.weight if factor is None else module.weight * factor.view(-1, 1, 1, 1)
+            step = weight_scales(folded, per_channel=False).double()
+            expected = expected if factor is None else expected * factor.double().view(-1, 1, 1, 1)
+        elif factor is not None:
+            step = weight_scales(module.weight).double()
+            factor = factor.double()
             expected, step = expected * factor.view(-1, 1, 1, 1), (step * factor.abs()).view(-1, 1, 1, 1)
         else:
-            step = step.view(-1, 1)
+            step = weight_scales(module.weight).double().view(-1, 1)
         error = (torch.from_numpy(rounded[_onnx_node(name)]) - expected).abs() / step
         compared += error.numel()
         off_grid += int((error > 1e-3).sum())  # one step apart: a value exactly halfway, rounded the other way
@@ -86,6 +93,25 @@ def test_fake_quantized_weights_lie_on_the_per_channel_int8_grid(lite0):
     x = torch.randn(3, 4, requires_grad=True)
     fake_quantize_weight(x).sum().backward()
     assert torch.equal(x.grad, torch.ones_like(x))  # straight through
+
+
+def test_per_tensor_fake_quant_rounds_the_weights_as_the_per_tensor_file_stores_them(lite0, tmp_path):
+    # One scale per tensor does not commute with the batch-norm folding (lite0's stem has negative
+    # scales, its other batch norms random statistics): the rounding is simulated on the folded weights.
+    model = copy.deepcopy(lite0)
+    insert_fake_quant(model, per_channel=False)
+    assert model.stages[1][0].dw.conv.__dict__["_effnet_per_tensor"] == (model.stages[1][0].dw.bn,)
+    assert model.classifier.__dict__["_effnet_per_tensor"] == (None,)  # no batch norm after it
+    remove_fake_quant(model)
+    assert not any("_effnet_per_tensor" in vars(m) for m in model.modules())
+    images = torch.randn(16, 3, SIZE, SIZE)
+    config = QuantizeConfig(per_channel=False, calib_images=16, bias_correction=False)
+    quantize_model(lite0, tmp_path / "tensor.onnx", config, [images], SIZE)
+    compared, off_grid = _folded_grid_mismatches(lite0, tmp_path / "tensor.onnx", per_channel=False)
+    assert compared > 3_000_000 and off_grid <= compared * 1e-5
+    # per channel, the same model's grid is another one: the comparison can tell them apart
+    compared, off_grid = _folded_grid_mismatches(lite0, tmp_path / "tensor.onnx", per_channel=True)
+    assert off_grid > compared * 0.1
 
 
 def test_activations_are_rounded_to_the_uint8_grid_of_their_running_range():
@@ -229,6 +255,19 @@ def test_quantize_qat_writes_a_model_and_leaves_the_checkpoint_alone(trained, tm
 
     assert main([*argv, "--resume"]) == 1  # finished: nothing left to resume
     assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_quantize_qat_per_tensor_trains_the_one_scale_grid_the_file_gets(trained, tmp_path, capsys):
+    data, weights = trained
+    out = tmp_path / "q"
+    argv = ["quantize", "--weights", str(weights), "--data", str(data), "--out", str(out), "--mode", "qat",
+            "--per-tensor", "--runtime", "onnxruntime", "--qat-lr", "1e-3", *FAST]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    meta = json.loads(onnx.load(str(out / "model.onnx")).metadata_props[0].value)
+    assert meta["quantization"]["mode"] == "qat" and meta["quantization"]["per_channel"] is False
+    tuned = load_model(None, out / "qat" / "last.safetensors")
+    compared, off_grid = _folded_grid_mismatches(tuned, out / "model.onnx", per_channel=False)
+    assert compared > 3_000_000 and off_grid <= compared * 1e-5
 
 
 def test_the_layer_reading_the_image_is_found_and_can_stay_float():

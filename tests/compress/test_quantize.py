@@ -637,6 +637,7 @@ def test_quantize_auto_float_reports_the_layers_kept(trained, tmp_path, capsys):
         (["--reduce-range", "--mode", "qat"], "simulates 8-bit weights; drop --reduce-range"),
         (["--reduce-range", "--rounding", "adaround"], "adaround learns the rounding of 8-bit weights"),
         (["--reduce-range", "--dtype", "bf16"], "reduce_range narrows int8 weights to 7 bits; bf16"),
+        (["--per-tensor", "--rounding", "adaround"], "adaround rounds per-channel int8 weights; drop --per-tensor"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(trained, tmp_path, capsys, extra, message):

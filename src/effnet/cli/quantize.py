@@ -76,6 +76,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="int8 weights in 7 bits: for x86 CPUs without VNNI, whose u8 x s8 kernels can overflow 16-bit sums",
     )
     p.add_argument(
+        "--per-tensor",
+        action="store_true",
+        help="one int8 scale per weight tensor, not per output channel: faster kernels, less accurate "
+        "after training (--mode qat trains for it)",
+    )
+    p.add_argument(
         "--int8-stem",
         action="store_true",
         help="quantize the first convolution too (by default it reads the image in float: faster on CPUs)",
@@ -133,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         classifier_bits=args.classifier_bits,
         activations=args.activations,
         reduce_range=args.reduce_range,
+        per_channel=not args.per_tensor,
         bias_correction=not args.no_bias_correction,
         rounding=args.rounding,
         adaround_iters=args.adaround_iters,

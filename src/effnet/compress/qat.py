@@ -7,7 +7,8 @@ int8 model will use, and gradients pass the rounding unchanged (the straight-thr
 so the weights learn to sit where rounding costs little. The grids are those of
 :mod:`effnet.compress.quantize`'s static int8 files:
 
-- weights: per output channel, symmetric int8 in [-127, 127], ``scale = max|w| / 127``;
+- weights: per output channel, symmetric int8 in [-127, 127], ``scale = max|w| / 127``; or,
+  with ``per_channel=False``, one such scale for the whole tensor;
 - inputs: per tensor, asymmetric uint8 in [0, 255] over ``[min(lo, 0), max(hi, 0)]``, with
   ``lo``/``hi`` exponential moving averages of each training batch's minimum and maximum.
 
@@ -17,7 +18,10 @@ factor ``g`` per output channel. Per-channel symmetric rounding commutes with th
 folded file gets, *provided the batch-norm statistics do not move*: :class:`FakeQuantCallback`
 keeps every batch norm in eval mode while it trains (Krishnamoorthi, 2018, "Quantizing deep
 convolutional networks for efficient inference: A whitepaper", https://arxiv.org/abs/1806.08342,
-recommends freezing the statistics when fine-tuning with simulated quantization).
+recommends freezing the statistics when fine-tuning with simulated quantization). One scale per
+tensor does not commute with the folding, so per-tensor weights are rounded folded, ``q(W * g) / g``,
+with ``g`` from the frozen statistics of the batch norm that follows the layer (the pairs
+:func:`effnet.export.fuse.fuse_for_inference` folds).
 
 The layers are changed without renaming anything: parameters, ``state_dict`` and checkpoints
 stay those of the plain float network, and the observers' state lives in the callback (saved
@@ -64,29 +68,60 @@ __all__ = [
 WEIGHT_QMAX = 127  # symmetric int8: [-127, 127], as ONNX Runtime quantizes symmetric weights
 ACTIVATION_QMIN, ACTIVATION_QMAX = 0, 255  # uint8 activations
 _ATTRIBUTE = "_effnet_fake_quant"  # the observer an instrumented layer carries (not a parameter or buffer)
+_PER_TENSOR = "_effnet_per_tensor"  # set on layers whose weights take one scale: (their folded batch norm,)
 
 
-def weight_scales(weight: torch.Tensor) -> torch.Tensor:
-    """One scale per output channel (dim 0): ``max|w| / 127``; 1 for an all-zero channel, as ONNX Runtime."""
-    absmax = weight.detach().abs().flatten(1).amax(dim=1).float()
+def weight_scales(weight: torch.Tensor, per_channel: bool = True) -> torch.Tensor:
+    """One scale per output channel (dim 0), ``max|w| / 127``, or one for the whole tensor (shape ``[1]``);
+    1 where the weights are all zero, as ONNX Runtime."""
+    flat = weight.detach().abs().flatten(1).float()
+    absmax = flat.amax(dim=1) if per_channel else flat.amax().reshape(1)
     scale = absmax / WEIGHT_QMAX
     return torch.where(scale < torch.finfo(torch.float32).tiny, torch.ones_like(scale), scale)
 
 
-def fake_quantize_weight(weight: torch.Tensor) -> torch.Tensor:
-    """``weight`` rounded to its per-output-channel symmetric int8 grid; the gradient passes straight through.
+def fake_quantize_weight(
+    weight: torch.Tensor, per_channel: bool = True, fold: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``weight`` rounded to its symmetric int8 grid; the gradient passes straight through.
+
+    Per output channel by default; with ``per_channel=False`` one scale for the tensor, taken
+    after scaling output channel ``c`` by ``fold[c]`` (the batch-norm factor the export folds in)
+    and divided out again, so the grid is the folded file's.
 
     >>> w = torch.tensor([[0.5, -1.0, 0.26], [2.0, 0.01, -0.02]])
     >>> q = fake_quantize_weight(w)
     >>> bool(((q / weight_scales(w)[:, None]) % 1 == 0).all()), q[0, 1].item()
     (True, -1.0)
+    >>> (fake_quantize_weight(w, per_channel=False) * 127 / 2).tolist()  # one step, 2/127, for both rows
+    [[32.0, -64.0, 17.0], [127.0, 1.0, -1.0]]
     """
-    scale = weight_scales(weight)
-    zero = torch.zeros_like(scale, dtype=torch.int32)
-    quantized = torch.fake_quantize_per_channel_affine(
-        weight.float(), scale, zero, 0, -WEIGHT_QMAX, WEIGHT_QMAX
-    )  # fmt: skip
-    return quantized.to(weight.dtype)
+    if per_channel:
+        scale = weight_scales(weight)
+        zero = torch.zeros_like(scale, dtype=torch.int32)
+        quantized = torch.fake_quantize_per_channel_affine(
+            weight.float(), scale, zero, 0, -WEIGHT_QMAX, WEIGHT_QMAX
+        )  # fmt: skip
+        return quantized.to(weight.dtype)
+    shape = (-1,) + (1,) * (weight.dim() - 1)
+    factor = None
+    if fold is not None:  # a zero factor (a dead channel) is left out of the scaling
+        factor = torch.where(fold.abs() < torch.finfo(torch.float32).tiny, torch.ones_like(fold), fold)
+        factor = factor.float().reshape(shape)
+    scaled = weight.float() if factor is None else weight.float() * factor
+    scale = weight_scales(scaled, per_channel=False)
+    quantized = torch.fake_quantize_per_tensor_affine(
+        scaled, scale, torch.zeros(1, dtype=torch.int32, device=scale.device), -WEIGHT_QMAX, WEIGHT_QMAX
+    )
+    return (quantized if factor is None else quantized / factor).to(weight.dtype)
+
+
+def _fold_factor(norm: nn.Module | None) -> torch.Tensor | None:
+    """The per-channel factor ``gamma / sqrt(var + eps)`` that folding ``norm`` multiplies the weights by."""
+    if norm is None:
+        return None
+    gamma = norm.weight if norm.weight is not None else torch.ones_like(norm.running_var)
+    return gamma / torch.sqrt(norm.running_var + norm.eps)
 
 
 class ActivationObserver:
@@ -149,13 +184,32 @@ def _fake_quant_conv_forward(
     # Called by Conv2d.forward (and subclasses, after their own padding) in place of the class's method.
     observer: ActivationObserver = self.__dict__[_ATTRIBUTE]
     x = observer.fake_quantize(x, update=self.training)
-    return type(self)._conv_forward(self, x, fake_quantize_weight(weight), bias)
+    return type(self)._conv_forward(self, x, _rounded_weight(self, weight), bias)
 
 
 def _fake_quant_linear_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     observer: ActivationObserver = self.__dict__[_ATTRIBUTE]
     x = observer.fake_quantize(x, update=self.training)
-    return F.linear(x, fake_quantize_weight(self.weight), self.bias)
+    return F.linear(x, _rounded_weight(self, self.weight), self.bias)
+
+
+def _rounded_weight(module: nn.Module, weight: torch.Tensor) -> torch.Tensor:
+    per_tensor = module.__dict__.get(_PER_TENSOR)  # None: per channel; else (the batch norm after it or None,)
+    if per_tensor is None:
+        return fake_quantize_weight(weight)
+    return fake_quantize_weight(weight, per_channel=False, fold=_fold_factor(per_tensor[0]))
+
+
+def _following_norms(model: nn.Module) -> dict[str, nn.Module]:
+    """Layer name -> the batch norm that the export folds into it (consecutive in an ``nn.Sequential``)."""
+    from effnet.export.fuse import _foldable_pairs
+
+    found = {}
+    for prefix, module in model.named_modules():
+        if isinstance(module, nn.Sequential):
+            for layer, norm in _foldable_pairs(module):
+                found[f"{prefix}.{layer}" if prefix else layer] = module._modules[norm]
+    return found
 
 
 def _quantizable(model: nn.Module, skip: Sequence[str] = ()) -> dict[str, nn.Module]:
@@ -186,12 +240,14 @@ def insert_fake_quant(
     momentum: float = 0.01,
     observers: dict[str, ActivationObserver] | None = None,
     skip: Sequence[str] = (),
+    per_channel: bool = True,
 ) -> dict[str, ActivationObserver]:
     """Make every Conv2d and Linear of ``model`` (in place) compute with fake-quantized weights and inputs.
 
     Returns the input observers by layer name; pass ``observers`` to share existing ones (an EMA
     copy of the network uses the training copy's ranges). Layers named in ``skip`` stay float.
-    Names, parameters and ``state_dict`` are unchanged.
+    ``per_channel=False`` rounds each layer's weights with one scale, as ``QuantizeConfig(per_channel=False)``
+    files store them. Names, parameters and ``state_dict`` are unchanged.
     """
     layers = _quantizable(model, skip)
     if not layers:
@@ -199,9 +255,12 @@ def insert_fake_quant(
     if has_fake_quant(model):
         raise EffnetError("the model already computes with fake quantization")
     observers = {} if observers is None else observers
+    norms = {} if per_channel else _following_norms(model)
     for name, module in layers.items():
         observer = observers.setdefault(name, ActivationObserver(momentum))
         module.__dict__[_ATTRIBUTE] = observer
+        if not per_channel:
+            module.__dict__[_PER_TENSOR] = (norms.get(name),)
         if isinstance(module, nn.Conv2d):
             module.__dict__["_conv_forward"] = types.MethodType(_fake_quant_conv_forward, module)
         else:
@@ -213,7 +272,7 @@ def remove_fake_quant(model: nn.Module) -> nn.Module:
     """``model`` (in place) with plain float layers again; returned for chaining."""
     for module in model.modules():
         if _ATTRIBUTE in module.__dict__:
-            for attribute in (_ATTRIBUTE, "_conv_forward", "forward"):
+            for attribute in (_ATTRIBUTE, _PER_TENSOR, "_conv_forward", "forward"):
                 module.__dict__.pop(attribute, None)
     return model
 
@@ -251,12 +310,15 @@ class FakeQuantCallback(Callback):
         quantize_model(result.model, "model.onnx", QuantizeConfig(mode="qat"), calibration)
     """
 
-    def __init__(self, momentum: float = 0.01, freeze_bn: bool = True, skip: Sequence[str] = ()) -> None:
+    def __init__(
+        self, momentum: float = 0.01, freeze_bn: bool = True, skip: Sequence[str] = (), per_channel: bool = True
+    ) -> None:
         if not 0.0 < momentum <= 1.0:
             raise EffnetError(f"observer momentum must be in (0, 1], got {momentum}")
         self.momentum = momentum
         self.freeze_bn = freeze_bn
         self.skip = tuple(skip)  # layers the int8 file keeps in float, e.g. input_layers(model, size)
+        self.per_channel = per_channel  # False: one weight scale per layer (QuantizeConfig.per_channel)
         self.observers: dict[str, ActivationObserver] = {}
         self._saved: dict[str, Any] = {}  # observer state loaded on resume, applied on fit start
         self._models: list[nn.Module] = []
@@ -278,7 +340,7 @@ class FakeQuantCallback(Callback):
         for target in (model, *copies):
             if target is None:
                 continue
-            insert_fake_quant(target, self.momentum, self.observers, self.skip)
+            insert_fake_quant(target, self.momentum, self.observers, self.skip, self.per_channel)
             self._models.append(target)
             if self.freeze_bn:
                 self._hooks.append(target.register_forward_pre_hook(_freeze_batchnorm_hook))

@@ -135,8 +135,8 @@ class QuantizeConfig(PassConfig):
             problems.append(f"{self.dtype} stores weights at 16 bits and has no dynamic mode; use --mode static")
         if self.dtype != "int8" and self.mode == "qat":
             problems.append(f"quantization-aware training trains for int8, not {self.dtype}; use --dtype int8")
-        if self.mode == "qat" and (self.activations != "uint8" or not self.per_channel):
-            problems.append("quantization-aware training simulates per-channel weights and uint8 activations")
+        if self.mode == "qat" and self.activations != "uint8":
+            problems.append("quantization-aware training simulates uint8 activations; drop --activations int8")
         if isinstance(self.qat_epochs, bool) or not isinstance(self.qat_epochs, int) or self.qat_epochs < 1:
             problems.append(f"qat_epochs must be a whole number of at least 1, got {self.qat_epochs!r}")
         if not (isinstance(self.qat_lr, int | float) and 0.0 < self.qat_lr < 1.0):
@@ -154,7 +154,7 @@ class QuantizeConfig(PassConfig):
         elif self.rounding == "adaround" and self.reduce_range:
             problems.append("adaround learns the rounding of 8-bit weights; drop --reduce-range")
         elif self.rounding == "adaround" and not self.per_channel:
-            problems.append("adaround rounds per-channel int8 weights; keep per_channel on")
+            problems.append("adaround rounds per-channel int8 weights; drop --per-tensor")
         if isinstance(self.adaround_iters, bool) or not isinstance(self.adaround_iters, int) or self.adaround_iters < 1:
             problems.append(f"adaround_iters must be a whole number of at least 1, got {self.adaround_iters!r}")
         if self.classifier_bits not in (8, 4) or isinstance(self.classifier_bits, bool):

@@ -388,7 +388,9 @@ def _fine_tune(model: nn.Module, job: QuantizeJob, run_dir: Path, size: int) -> 
     _log(f"quantization-aware fine-tuning: {config.qat_epochs} epoch(s) at lr {config.qat_lr:g} in {run_dir}")
     # The fine-tune simulates what the file computes: a stem that stays float is not rounded.
     stem = input_layers(model, size) if config.float_stem else []
-    result = fit(copy.deepcopy(model), job.data, recipe, callbacks=[FakeQuantCallback(skip=stem)])
+    result = fit(
+        copy.deepcopy(model), job.data, recipe, callbacks=[FakeQuantCallback(skip=stem, per_channel=config.per_channel)]
+    )
     assert result.model is not None
     return result.model.eval()
 
