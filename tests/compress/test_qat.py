@@ -181,6 +181,9 @@ def test_callback_state_round_trips_through_a_saved_training_state(lite0):
     callback.detach()
     restored.detach()
     assert not has_fake_quant(first) and not has_fake_quant(second)
+    assert callback.state_dict()["per_channel"] is True
+    with pytest.raises(effnet.EffnetError, match="rounded weights per output channel; resume it without --per-tensor"):
+        FakeQuantCallback(per_channel=False).load_state_dict(callback.state_dict())
     stray = FakeQuantCallback()
     stray.load_state_dict({"observers": {"no.such.layer": {"range": torch.zeros(2)}}})
     with pytest.raises(effnet.EffnetError, match="no.such.layer"):

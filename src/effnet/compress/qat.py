@@ -362,9 +362,13 @@ class FakeQuantCallback(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         observers = {name: o.state_dict() for name, o in self.observers.items() if o.ready} or self._saved
-        return {"momentum": self.momentum, "observers": observers} if observers else {}
+        return {"momentum": self.momentum, "per_channel": self.per_channel, "observers": observers} if observers else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("per_channel", True) != self.per_channel:  # states saved before the option were per channel
+            was = "per output channel" if state.get("per_channel", True) else "per tensor (--per-tensor)"
+            flag = "with" if not state.get("per_channel", True) else "without"
+            raise EffnetError(f"the fine-tune being resumed rounded weights {was}; resume it {flag} --per-tensor")
         self.momentum = float(state.get("momentum", self.momentum))
         self._saved = dict(state.get("observers") or {})
         if self.observers:  # already attached: apply at once
