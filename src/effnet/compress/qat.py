@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from effnet.errors import EffnetError
+from effnet.export.fuse import foldable_norms
 from effnet.models.summary import forward_once
 from effnet.training.callbacks import Callback
 
@@ -200,18 +201,6 @@ def _rounded_weight(module: nn.Module, weight: torch.Tensor) -> torch.Tensor:
     return fake_quantize_weight(weight, per_channel=False, fold=_fold_factor(per_tensor[0]))
 
 
-def _following_norms(model: nn.Module) -> dict[str, nn.Module]:
-    """Layer name -> the batch norm that the export folds into it (consecutive in an ``nn.Sequential``)."""
-    from effnet.export.fuse import _foldable_pairs
-
-    found = {}
-    for prefix, module in model.named_modules():
-        if isinstance(module, nn.Sequential):
-            for layer, norm in _foldable_pairs(module):
-                found[f"{prefix}.{layer}" if prefix else layer] = module._modules[norm]
-    return found
-
-
 def _quantizable(model: nn.Module, skip: Sequence[str] = ()) -> dict[str, nn.Module]:
     kinds = nn.Conv2d | nn.Linear
     return {name: m for name, m in model.named_modules() if isinstance(m, kinds) and name not in skip}
@@ -255,7 +244,7 @@ def insert_fake_quant(
     if has_fake_quant(model):
         raise EffnetError("the model already computes with fake quantization")
     observers = {} if observers is None else observers
-    norms = {} if per_channel else _following_norms(model)
+    norms = {} if per_channel else foldable_norms(model)
     for name, module in layers.items():
         observer = observers.setdefault(name, ActivationObserver(momentum))
         module.__dict__[_ATTRIBUTE] = observer

@@ -60,7 +60,23 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
 
 def count_foldable_batchnorms(model: nn.Module) -> int:
     """How many batch norms :func:`fuse_for_inference` would fold (a quick way to see what it does)."""
-    return sum(len(_foldable_pairs(m)) for m in model.modules() if isinstance(m, nn.Sequential))
+    return len(foldable_norms(model))
+
+
+def foldable_norms(model: nn.Module) -> dict[str, nn.Module]:
+    """Layer name -> the batch norm :func:`fuse_for_inference` would fold into that layer.
+
+    >>> import effnet
+    >>> norms = foldable_norms(effnet.create_model("efficientnet_lite0"))
+    >>> len(norms), norms["stem.conv"] is not None
+    (49, True)
+    """
+    found = {}
+    for prefix, container in model.named_modules():
+        if isinstance(container, nn.Sequential):
+            for layer, norm in _foldable_pairs(container):
+                found[f"{prefix}.{layer}" if prefix else layer] = container._modules[norm]
+    return found
 
 
 def _foldable_pairs(seq: nn.Sequential) -> list[tuple[str, str]]:
