@@ -64,8 +64,13 @@ def test_auto_search_end_to_end_then_resume(trained, tmp_path, capsys):
 
     result = json.loads((out / "auto.json").read_text())
     names = [c["name"] for c in result["candidates"]]
-    assert names == ["original", "int8", "prune50", "prune50+int8", "scale:efficientnet_lite0",
-                     "scale:efficientnet_lite0+int8"]  # fmt: skip
+    assert names == ["original", "int8", "int8-tensor", "prune50", "prune50+int8", "prune50+int8-tensor",
+                     "scale:efficientnet_lite0", "scale:efficientnet_lite0+int8",
+                     "scale:efficientnet_lite0+int8-tensor"]  # fmt: skip
+    # each int8 candidate twice: per-channel weight scales, and one scale per layer
+    grids = {c["name"]: json.loads(onnx.load(c["path"]).metadata_props[0].value)["quantization"]["per_channel"]
+             for c in result["candidates"] if c["path"].endswith(".onnx")}  # fmt: skip
+    assert grids == {name: not name.endswith("-tensor") for name in names if "int8" in name}
     assert result["met"] and all(c["feasible"] for c in result["candidates"])  # every drop is within 99 points
     compressed = [c for c in result["candidates"] if c["kind"] != "original"]
     chosen = next(c for c in result["candidates"] if c["name"] == result["chosen"])
@@ -106,6 +111,8 @@ def test_auto_search_end_to_end_then_resume(trained, tmp_path, capsys):
     assert "not empty" in capsys.readouterr().err
     other = [a if a != "99" else "50" for a in args]
     assert main([*other, "--resume"]) == 1
+    assert "other settings" in capsys.readouterr().err
+    assert main([*args, "--resume", "--no-per-tensor"]) == 1
     assert "other settings" in capsys.readouterr().err
 
 

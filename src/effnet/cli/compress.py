@@ -57,6 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     auto.add_argument("--no-sensitivity", action="store_true", help="prune by global L2 ranking only")
     auto.add_argument("--no-quantize", action="store_true", help="no int8 candidates")
     auto.add_argument(
+        "--no-per-tensor", action="store_true", help="int8 candidates with per-channel weight scales only"
+    )
+    auto.add_argument(
         "--family",
         nargs="+",
         default=[],
@@ -134,6 +137,7 @@ def _run_auto(args: argparse.Namespace) -> int:
         distill_alpha=args.distill_alpha,
         sensitivity=not args.no_sensitivity,
         quantize=not args.no_quantize,
+        per_tensor=not args.no_per_tensor,
         family=tuple(args.family),
         family_epochs=args.family_epochs,
         lite_epochs=args.lite_epochs,

@@ -4,7 +4,9 @@ An accuracy-aware search in the spirit of AMC (He et al., 2018, https://arxiv.or
 and NNCF's accuracy-aware training, kept small enough for a CPU: each candidate is a real model,
 fine-tuned and measured, never an estimate.
 
-1. The original is quantized as it is (static int8 on the CPU; cheap, and often the whole answer).
+1. The original is quantized as it is (static int8 on the CPU; cheap, and often the whole answer),
+   with per-channel weight scales and, as a second candidate, one scale per layer (``-tensor``:
+   faster kernels, some accuracy lost; every int8 candidate below comes in both).
    With ``lite_epochs`` the original also gets EfficientNet-Lite's swap (ReLU6 for SiLU, no
    squeeze-excitation; :mod:`effnet.compress.lite`), fine-tuned with the original as teacher and
    quantized; when it stays within the allowed drop, the pruning rungs start from it.
@@ -62,6 +64,7 @@ class AutoJob:
     distill_alpha: float = 0.0  # > 0: that fine-tune distils from the original (weight of its soft targets)
     sensitivity: bool = True  # guide pruning ratios by per-unit sensitivity
     quantize: bool = True  # int8 candidates (CPU only)
+    per_tensor: bool = True  # each int8 candidate also with one weight scale per layer
     family: tuple[str, ...] = ()  # smaller members trained instead: NAME or NAME:WEIGHTS
     family_epochs: int = 2  # their training budget on the same data
     lite_epochs: int = 0  # > 0: also EfficientNet-Lite's swap (ReLU6, no SE), fine-tuned this long
@@ -240,20 +243,26 @@ def run_auto(job: AutoJob) -> AutoResult:
 
     stages: list[tuple[str, Path, CompressionReport | None]] = [("original", Path(job.weights), None)]
     kinds: dict[str, tuple[str, float | None]] = {"original": ("original", None)}
-    if job.quantize and job.device == "cpu":
-        path, report = _quantized(job, Path(job.weights), out / "candidates" / "int8")
-        stages.append(("int8", path, report))
-        kinds["int8"] = ("quantize", None)
+
+    def int8(weights: Path, label: str, kind: str, target: float | None) -> None:
+        """The int8 candidates of ``weights``: per-channel, and per-tensor with ``job.per_tensor``."""
+        if not (job.quantize and job.device == "cpu"):
+            return
+        prefix = "" if label == "original" else f"{label}+"
+        folder = "int8" if label == "original" else label.replace(":", "-") + "-int8"
+        for grid in ("", "-tensor") if job.per_tensor else ("",):
+            path, report = _quantized(job, weights, out / "candidates" / f"{folder}{grid}", per_channel=not grid)
+            stages.append((f"{prefix}int8{grid}", path, report))
+            kinds[f"{prefix}int8{grid}"] = (kind, target)
+
+    int8(Path(job.weights), "original", "quantize", None)
 
     source, offset = Path(job.weights), 0.0  # what the rungs prune, and its top-1 below the original's
     if job.lite_epochs:
         lite = _lite(job, out / "candidates" / "lite")
         stages.append(("lite", lite, None))
         kinds["lite"] = ("lite", None)
-        if job.quantize and job.device == "cpu":
-            path, report = _quantized(job, lite, out / "candidates" / "lite-int8")
-            stages.append(("lite+int8", path, report))
-            kinds["lite+int8"] = ("lite+quantize", None)
+        int8(lite, "lite", "lite+quantize", None)
         lite_drop = _top1_drop(job, lite)
         if lite_drop <= job.max_accuracy_drop:
             _log(f"lite scores {-lite_drop:+.2f} points against the original: the pruning rungs start from it")
@@ -274,10 +283,7 @@ def run_auto(job: AutoJob) -> AutoResult:
         kinds[label] = ("prune", target)
         before, after = report.passes[0].top1, report.passes[-1].top1
         drop = (before or 0.0) - (after or 0.0) + offset
-        if job.quantize and job.device == "cpu":
-            path, qreport = _quantized(job, pruned, out / "candidates" / f"{label}-int8")
-            stages.append((f"{label}+int8", path, qreport))
-            kinds[f"{label}+int8"] = ("prune+quantize", target)
+        int8(pruned, label, "prune+quantize", target)
         if drop > job.max_accuracy_drop:
             _log(f"{label} lost {drop:.2f} points on the validation images: harsher pruning is not tried")
             break
@@ -288,10 +294,7 @@ def run_auto(job: AutoJob) -> AutoResult:
         path = _trained(job, member, folder)
         stages.append((label, path, None))
         kinds[label] = ("scale", None)
-        if job.quantize and job.device == "cpu":
-            qpath, qreport = _quantized(job, path, folder.with_name(folder.name + "-int8"))
-            stages.append((f"{label}+int8", qpath, qreport))
-            kinds[f"{label}+int8"] = ("scale+quantize", None)
+        int8(path, label, "scale+quantize", None)
 
     _log(f"measuring the original and {len(stages) - 1} candidate(s) in one run ...")
     shared = {k: getattr(job, k) for k in ("data_dir", "img_size", "threads", "repeats")}
@@ -430,15 +433,16 @@ def _pruned(
     return run_prune(prune)
 
 
-def _quantized(job: AutoJob, weights: Path, folder: Path) -> tuple[Path, CompressionReport]:
+def _quantized(job: AutoJob, weights: Path, folder: Path, per_channel: bool = True) -> tuple[Path, CompressionReport]:
     from effnet.compress.quantize import QuantizeConfig
     from effnet.compress.quantize_runner import QuantizeJob, run_quantize
 
     if (folder / "report.json").exists():
         return folder / "model.onnx", CompressionReport.from_dict(json.loads((folder / "report.json").read_text()))
     shutil.rmtree(folder, ignore_errors=True)  # quantizing is short: a half-done candidate starts again
-    _log(f"candidate {folder.name}: static int8 of {weights}")
-    config = QuantizeConfig(calib_images=max(16, min(256, job.subset or 256)))
+    grid = "per-channel" if per_channel else "per-tensor"
+    _log(f"candidate {folder.name}: static int8 ({grid} weights) of {weights}")
+    config = QuantizeConfig(calib_images=max(16, min(256, job.subset or 256)), per_channel=per_channel)
     quantize = QuantizeJob(
         weights=str(weights),
         data=job.data,
@@ -520,6 +524,8 @@ def _identity(job: AutoJob) -> dict[str, Any]:
         identity["lite_epochs"] = job.lite_epochs
     if job.distill_alpha:  # searches without it keep their identity
         identity["distill_alpha"] = job.distill_alpha
+    if not job.per_tensor:  # searches from before the per-tensor candidates gain them on resume
+        identity["per_tensor"] = False
     return identity  # not the runtime: its choice is made again at the end of every run
 
 
