@@ -354,9 +354,9 @@ class FakeQuantCallback(Callback):
         return {"momentum": self.momentum, "per_channel": self.per_channel, "observers": observers} if observers else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("per_channel", True) != self.per_channel:  # states saved before the option were per channel
-            was = "per output channel" if state.get("per_channel", True) else "per tensor (--per-tensor)"
-            flag = "with" if not state.get("per_channel", True) else "without"
+        saved = state.get("per_channel", True)  # states saved before the option were per channel
+        if saved != self.per_channel:
+            was, flag = ("per output channel", "without") if saved else ("per tensor (--per-tensor)", "with")
             raise EffnetError(f"the fine-tune being resumed rounded weights {was}; resume it {flag} --per-tensor")
         self.momentum = float(state.get("momentum", self.momentum))
         self._saved = dict(state.get("observers") or {})
