@@ -619,6 +619,77 @@ def test_quantize_auto_float_reports_the_layers_kept(trained, tmp_path, capsys):
     assert meta["auto_float"] == 2 and sorted(meta["kept_float"]) == sorted(kept) and meta["float_stem"] is False
 
 
+def _settings_in_file(path):
+    """(activation type, per-channel, largest |weight|) as the int8 file stores them."""
+    graph = onnx.load(str(path)).graph
+    init = {i.name: i for i in graph.initializer}
+    activation_types = {init[n.input[2]].data_type for n in graph.node if n.op_type == "QuantizeLinear"}
+    weight_scales = [
+        numpy_helper.to_array(init[n.input[1]])
+        for n in graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in init and init[n.input[0]].data_type == TensorProto.INT8
+    ]
+    (activations,) = activation_types
+    per_channel = {scale.size > 1 for scale in weight_scales}
+    assert len(per_channel) == 1
+    largest = max(int(np.abs(w).max()) for w in _int8_weights(path))
+    return {TensorProto.UINT8: "uint8", TensorProto.INT8: "int8"}[activations], per_channel.pop(), largest
+
+
+def test_tune_keeps_the_fastest_setting_within_the_tolerance_and_reports_every_file(trained, tmp_path, capsys):
+    from effnet.compress.quantize_runner import RUNTIME_TOP1_TOLERANCE, TUNED_SETTINGS, fastest_accurate
+
+    data, weights = trained
+    out = tmp_path / "q"
+    argv = ["quantize", "--weights", str(weights), "--data", str(data), "--out", str(out), *FAST, "--tune"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "tuned: " in capsys.readouterr().err
+    # Eight files, each written with the setting its name says.
+    assert sorted(p.stem for p in (out / "tune").iterdir()) == sorted(TUNED_SETTINGS) and len(TUNED_SETTINGS) == 8
+    for label, (activations, per_channel, reduce) in TUNED_SETTINGS.items():
+        assert _settings_in_file(out / "tune" / f"{label}.onnx") == (activations, per_channel, 64 if reduce else 127)
+    meta = json.loads(onnx.load(str(out / "model.onnx")).metadata_props[0].value)
+    tuned, quantization = meta["quantization"]["tuned"], meta["quantization"]
+    activations, per_channel, reduce = TUNED_SETTINGS[tuned["chosen"]]
+    assert (quantization["activations"], quantization["per_channel"], quantization["reduce_range"]) == (
+        activations, per_channel, reduce,
+    )  # fmt: skip
+    assert _settings_in_file(out / "model.onnx") == (activations, per_channel, 64 if reduce else 127)
+    # The choice is the rule applied to what was measured: 8 files x 2 runtimes.
+    measured = {tuple(k[:-1].split(" (")): m for k, m in tuned["measured"].items()}
+    assert len(measured) == 16 and fastest_accurate(measured) == (tuned["chosen"], meta["runtime"])
+    best = max(m["top1"] for m in measured.values())
+    assert measured[(tuned["chosen"], meta["runtime"])]["top1"] >= best - RUNTIME_TOP1_TOLERANCE
+    report = CompressionReport.from_dict(json.loads((out / "report.json").read_text()))
+    names = [row.name for row in report.passes]
+    assert names[:2] == ["float", "quantized"] and len(names) == 17
+    assert {f"{label} ({runtime})" for label, runtime in measured} - set(names[2:]) == {
+        f"{tuned['chosen']} ({meta['runtime']})"
+    }  # every pair but the chosen one, which is the quantized row
+    chosen = report.passes[1]
+    assert chosen.runtime == meta["runtime"] and chosen.top1 == measured[(tuned["chosen"], meta["runtime"])]["top1"]
+    assert len(json.loads((out / "bench.json").read_text())["results"]) == 18  # float + 8 files, 2 runtimes
+
+
+def test_the_fastest_accurate_pair_is_chosen_among_files_and_runtimes():
+    from effnet.compress.quantize_runner import fastest_accurate
+
+    measured = {
+        ("u8-channel", "onnxruntime"): {"top1": 92.0, "latency_ms": 0.60},
+        ("u8-tensor", "onnxruntime"): {"top1": 91.6, "latency_ms": 0.55},
+        ("s8-tensor", "onnxruntime"): {"top1": 91.6, "latency_ms": 1.60},
+        ("u8-tensor-7bit", "openvino"): {"top1": 91.0, "latency_ms": 0.40},  # faster, 1 point less accurate
+    }
+    assert fastest_accurate(measured) == ("u8-tensor", "onnxruntime")
+    measured[("u8-channel", "openvino")] = {"top1": 92.4, "latency_ms": 0.58}  # raises the bar: 91.6 is out
+    assert fastest_accurate(measured) == ("u8-channel", "openvino")
+    assert fastest_accurate({("a", "onnxruntime"): {"top1": 90.0, "latency_ms": None}}) is None  # nothing timed
+    tie = {"a": {"top1": 90.0, "latency_ms": 1.00}, "b": {"top1": 90.3, "latency_ms": 1.02}}
+    assert fastest_accurate(tie) == "b"  # 2% is within timing noise: the more accurate wins
+    tie["b"]["latency_ms"] = 1.05
+    assert fastest_accurate(tie) == "a"
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -638,6 +709,9 @@ def test_quantize_auto_float_reports_the_layers_kept(trained, tmp_path, capsys):
         (["--reduce-range", "--rounding", "adaround"], "adaround learns the rounding of 8-bit weights"),
         (["--reduce-range", "--dtype", "bf16"], "reduce_range narrows int8 weights to 7 bits; bf16"),
         (["--per-tensor", "--rounding", "adaround"], "adaround rounds per-channel int8 weights; drop --per-tensor"),
+        (["--tune", "--mode", "qat"], "--tune compares the settings of static int8, not qat int8"),
+        (["--tune", "--dtype", "fp16"], "--tune compares the settings of static int8, not static fp16"),
+        (["--tune", "--per-tensor"], "--tune tries one scale per tensor, .* itself; drop --per-tensor"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(trained, tmp_path, capsys, extra, message):

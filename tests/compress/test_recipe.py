@@ -116,6 +116,11 @@ def test_the_quantize_step_chooses_its_runtime_only_when_asked(trained, tmp_path
     assert job.runtime == "auto" and job.config.observer == "entropy"
     plain = load_recipe(_recipe(tmp_path, weights, data, "  - quantize: {}\n"))
     assert _quantize_job(plain, plain.steps[0], Path("q")).runtime == "onnxruntime"
+    assert not _quantize_job(plain, plain.steps[0], Path("q")).tune
+    tuned = load_recipe(_recipe(tmp_path, weights, data, "  - quantize: {tune: true}\n"))
+    assert _quantize_job(tuned, tuned.steps[0], Path("q")).tune
+    with pytest.raises(effnet.EffnetError, match="--tune tries one scale per tensor"):
+        load_recipe(_recipe(tmp_path, weights, data, "  - quantize: {tune: true, per_channel: false}\n"))
 
 
 def test_the_example_recipe_is_valid(tmp_path, monkeypatch):

@@ -18,6 +18,11 @@ the fine-tuned float network.
 by how far that moves the network's output from float (KL divergence on calibration images), and
 keeps the N that move it most in float: their float weights and an unrounded input. Each costs
 speed; report.json gives every layer's output_kl and which were kept.
+
+--tune quantizes with each int8 setting the CPU kernels offer (uint8 or int8 activations,
+per-channel or per-tensor weight scales, 8- or 7-bit weights), measures every file's top-1 and
+latency in each runtime here, and keeps the fastest whose top-1 is within 0.5 points of the most
+accurate as DIR/model.onnx; the others stay in DIR/tune/ and report.json has a row for each.
 """
 
 from __future__ import annotations
@@ -116,6 +121,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="where the model runs; auto times ONNX Runtime and OpenVINO (if installed) here and records the "
         "fastest whose top-1 is within 0.5 points of the best (default auto); torch is refused, with why",
     )
+    p.add_argument(
+        "--tune",
+        action="store_true",
+        help="static int8: try u8/s8 activations, per-channel/per-tensor scales and 8/7-bit weights, keep the "
+        "fastest file (and runtime) within 0.5 points of the most accurate; the others stay in --out/tune",
+    )
     p.add_argument("--data-dir", default=None, help="where a built-in dataset's files are")
     p.add_argument("--subset", type=positive_int, default=None, help="use at most this many images of the data")
     p.add_argument("--batch-size", type=positive_int, default=64, help="evaluation batch size (default 64)")
@@ -166,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         resume=args.resume,
         progress=not args.no_progress,
+        tune=args.tune,
     )
     report = run_quantize(job)
     if args.json:

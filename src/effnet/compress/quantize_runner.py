@@ -16,6 +16,13 @@ training engine, into ``OUT/qat/`` (resumable, like ``effnet train``), then conv
 int8. The report then has four rows: the float export, static int8 of the same network (the
 post-training baseline, from the same calibration images), the fine-tuned float network and the
 QAT int8 model.
+
+``tune=True`` (``effnet quantize --tune``) quantizes the network with every int8 setting ONNX
+Runtime's QDQ format offers on the CPU: uint8 or int8 activations, per-channel or per-tensor weight
+scales, 8- or 7-bit weights (:data:`TUNED_SETTINGS`), measures each file's top-1 and latency in every
+runtime, interleaved, and keeps the fastest (file, runtime) whose top-1 is within 0.5 points of the
+most accurate, as Intel Neural Compressor's accuracy-driven tuning does for its configurations. The
+files it compared stay in ``OUT/tune/``; the report has one row per file and runtime.
 """
 
 from __future__ import annotations
@@ -23,9 +30,10 @@ from __future__ import annotations
 import copy
 import shutil
 import sys
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import nn
 
@@ -35,7 +43,22 @@ from effnet.export.ov_runtime import RUNTIMES as ONNX_RUNTIMES
 from effnet.export.ov_runtime import openvino_available
 from effnet.schemas import CompressionPass, CompressionReport, QuantError
 
-__all__ = ["QuantizeJob", "choose_file_runtime", "run_quantize", "saturation_hint"]
+__all__ = [
+    "TUNED_SETTINGS",
+    "QuantizeJob",
+    "choose_file_runtime",
+    "fastest_accurate",
+    "run_quantize",
+    "saturation_hint",
+]
+
+# What ``tune`` varies: file name -> (activations, per_channel, reduce_range).
+TUNED_SETTINGS: dict[str, tuple[str, bool, bool]] = {
+    f"{acts}-{grid}{bits}": (activations, grid == "channel", bits == "-7bit")
+    for acts, activations in (("u8", "uint8"), ("s8", "int8"))
+    for grid in ("channel", "tensor")
+    for bits in ("", "-7bit")
+}
 
 
 @dataclass
@@ -59,6 +82,7 @@ class QuantizeJob:
     device: str = "auto"  # where the QAT fine-tune runs
     resume: bool = False  # continue the QAT fine-tune in OUT/qat/
     progress: bool = True  # the QAT fine-tune's progress bar
+    tune: bool = False  # try every setting of TUNED_SETTINGS, keep the fastest accurate file
 
     def validate(self) -> None:
         """Raise one :class:`EffnetError` naming every bad setting."""
@@ -74,6 +98,17 @@ class QuantizeJob:
         elif self.runtime == "openvino" and not openvino_available():
             problems.append(
                 "--runtime openvino needs the openvino package; pip install openvino, or use --runtime auto"
+            )
+        config = self.config
+        if self.tune and (config.mode != "static" or config.dtype != "int8"):
+            problems.append(
+                f"--tune compares the settings of static int8, not {config.mode} {config.dtype}; "
+                "use --mode static --dtype int8 (QAT trains for one setting: choose --per-tensor before training)"
+            )
+        elif self.tune and (not config.per_channel or config.reduce_range or config.activations != "uint8"):
+            problems.append(
+                "--tune tries one scale per tensor, 7-bit weights and int8 activations itself; "
+                "drop --per-tensor, --reduce-range and --activations"
             )
         if self.img_size is not None and input_size_problem(self.img_size, "img_size"):
             problems.append(str(input_size_problem(self.img_size, "img_size")))
@@ -165,12 +200,17 @@ def _run(
         source = files["qat-float"] = out / "_float" / "qat-float.onnx"
         export_model(tuned, "onnx", source, img_size=size)
     what = f"{config.mode} {config.dtype}"
-    _log(f"quantizing ({what}, {config.observer} observer) with up to {config.calib_images} images ...")
     if config.auto_float:
         _log(f"ranking layers by output sensitivity to keep {config.auto_float} in float ...")
-    result = quantize_onnx(source, out / "model.onnx", config, images)
-    files["quantized"] = result.path
-    timed.append("quantized")
+    settings = _tuned_configs(config) if job.tune else {"quantized": config}
+    results = {}  # label -> the quantized file
+    for label, setting in settings.items():
+        path = out / "tune" / f"{label}.onnx" if job.tune else out / "model.onnx"
+        named = f"{label}: " if job.tune else ""
+        _log(f"quantizing ({named}{what}, {config.observer} observer) with up to {config.calib_images} images ...")
+        results[label] = quantize_onnx(source, path, setting, images)
+        files[label] = results[label].path
+        timed.append(label)
     runtimes = _runtimes(job)
     _log(f"measuring top-1 of {', '.join(files)} on {splits.source} ...")
     classes = list(splits.classes)
@@ -180,10 +220,12 @@ def _run(
         return float(evaluate(module, validation, classes, _cpu()).top1)
 
     top1 = {(label, "onnxruntime"): accuracy(path, "onnxruntime") for label, path in files.items()}
-    top1.update({("quantized", r): accuracy(result.path, r) for r in runtimes if r != "onnxruntime"})
-    hint = saturation_hint(cpu_flags(), top1[("float", "onnxruntime")] - top1[("quantized", "onnxruntime")], config)
-    if hint:
-        _log(hint)
+    top1.update({(label, r): accuracy(files[label], r) for label in results for r in runtimes if r != "onnxruntime"})
+    if not job.tune:  # --tune tries 7-bit weights itself
+        drop = top1[("float", "onnxruntime")] - top1[("quantized", "onnxruntime")]
+        hint = saturation_hint(cpu_flags(), drop, config)
+        if hint:
+            _log(hint)
     _log(f"timing {', '.join(timed)} in {' and '.join(runtimes)} at {size} px, batch 1, interleaved ...")
     bench = benchmark(
         [str(files[label]) for label in timed],
@@ -197,22 +239,34 @@ def _run(
     latency = {(r.model, r.runtime): r.latency_ms_median for r in bench.results}
     cpu = {(r.model, r.runtime): r.cpu_ms_median for r in bench.results}
     measured = {
-        r: {
-            "top1": top1[("quantized", r)],
-            "latency_ms": latency.get((str(result.path), r)),
-            "cpu_ms": cpu.get((str(result.path), r)),  # one thread: its CPU time, which other jobs do not inflate
+        (label, r): {
+            "top1": top1[(label, r)],
+            "latency_ms": latency.get((str(files[label]), r)),
+            "cpu_ms": cpu.get((str(files[label]), r)),  # one thread: its CPU time, which other jobs do not inflate
         }
+        for label in results
         for r in runtimes
     }
-    chosen = _choose_runtime(job.runtime, measured)
-    _record_runtime(result.path, chosen, measured)
-    if len(runtimes) > 1:
+    if job.tune:
+        allowed = {k: m for k, m in measured.items() if job.runtime == "auto" or k[1] == job.runtime}
+        label, chosen = fastest_accurate(allowed) or (next(iter(results)), runtimes[0])
+        shutil.copyfile(files[label], out / "model.onnx")
+        _log(f"tuned: {label} in {chosen}, the fastest within {RUNTIME_TOP1_TOLERANCE} points of the most "
+             f"accurate of {len(measured)} (files in {out / 'tune'})")  # fmt: skip
+    else:
+        label = "quantized"
+        chosen = _choose_runtime(job.runtime, {r: measured[(label, r)] for r in runtimes})
+    result = results[label]
+    tuned = {"chosen": label, "measured": {f"{k[0]} ({k[1]})": m for k, m in measured.items()}} if job.tune else None
+    _record_runtime(out / "model.onnx", chosen, {r: measured[(label, r)] for r in runtimes}, tuned)
+    if len(runtimes) > 1 and not job.tune:
         _log(f"runtime: {chosen} (" + ", ".join(f"{r} {_ms(m['latency_ms'])} ms, top-1 {m['top1']:.2f}%"
-                                              for r, m in measured.items()) + ")")  # fmt: skip
+                                              for (_, r), m in measured.items()) + ")")  # fmt: skip
     flops = count_flops(model, size)
     params = sum(p.numel() for p in model.parameters())
 
-    def row(label: str, path: Path, runtime: str, name: str) -> CompressionPass:
+    def row(label: str, runtime: str, name: str) -> CompressionPass:
+        path = files[label]
         return CompressionPass(
             name=name,
             params=params,
@@ -224,9 +278,10 @@ def _run(
             runtime=runtime,
         )
 
-    rows = [row(label, path, chosen if label == "quantized" else "onnxruntime", label) for label, path in files.items()]
-    # The runtimes measured and not chosen, so that the report shows what the choice was made from.
-    rows += [row("quantized", result.path, r, f"quantized ({r})") for r in runtimes if r != chosen]
+    rows = [row(name, "onnxruntime", name) for name in files if name not in results]
+    rows.append(row(label, chosen, "quantized"))
+    # The files and runtimes measured and not chosen, so that the report shows what the choice was made from.
+    rows += [row(other, r, f"{other} ({r})") for other in results for r in runtimes if (other, r) != (label, chosen)]
     name = str(getattr(getattr(model, "config", None), "name", None) or type(model).__name__)
     report = CompressionReport(
         model=name,
@@ -261,8 +316,10 @@ def saturation_hint(flags: set[str], drop: float, config: QuantizeConfig) -> str
     )
 
 
-# A runtime may be chosen for speed only while its top-1 stays this close to the best runtime's.
+# A runtime (or with --tune a file) may be chosen for speed only while its top-1 stays this close to the best.
 RUNTIME_TOP1_TOLERANCE = 0.5
+# Times this close (a share of the fastest) are a tie: repeated runs here move by 2-5%.
+SPEED_TIE = 0.03
 
 
 def _runtimes(job: QuantizeJob) -> tuple[str, ...]:
@@ -272,17 +329,31 @@ def _runtimes(job: QuantizeJob) -> tuple[str, ...]:
     return ("onnxruntime", "openvino")
 
 
-def _choose_runtime(asked: str, measured: dict[str, dict[str, Any]]) -> str:
-    """``asked``, or for ``auto`` the fastest runtime whose top-1 is within the tolerance of the best.
+Key = TypeVar("Key", bound=Hashable)
 
-    Fastest by CPU time where every runtime has one (timed with one thread), else by wall-clock median.
+
+def fastest_accurate(measured: Mapping[Key, Mapping[str, Any]]) -> Key | None:
+    """The fastest of ``measured`` (runtimes, or (file, runtime) pairs) whose top-1 is within
+    :data:`RUNTIME_TOP1_TOLERANCE` of the best; None when none was timed.
+
+    Fastest by CPU time where every one has it (timed with one thread), else by wall-clock median;
+    times within :data:`SPEED_TIE` of the fastest are a tie, which the higher top-1 wins.
     """
-    if asked != "auto":
-        return asked
     key = "cpu_ms" if all(m.get("cpu_ms") for m in measured.values()) else "latency_ms"
     best = max(m["top1"] for m in measured.values())
-    accurate = [r for r, m in measured.items() if m["top1"] >= best - RUNTIME_TOP1_TOLERANCE and m.get(key)]
-    return min(accurate, key=lambda r: measured[r][key]) if accurate else "onnxruntime"
+    accurate = [k for k, m in measured.items() if m["top1"] >= best - RUNTIME_TOP1_TOLERANCE and m.get(key)]
+    if not accurate:
+        return None
+    fastest = min(measured[k][key] for k in accurate)
+    tied = [k for k in accurate if measured[k][key] <= fastest * (1 + SPEED_TIE)]
+    return max(tied, key=lambda k: (measured[k]["top1"], -measured[k][key]))
+
+
+def _choose_runtime(asked: str, measured: dict[str, dict[str, Any]]) -> str:
+    """``asked``, or for ``auto`` the fastest runtime whose top-1 is within the tolerance of the best."""
+    if asked != "auto":
+        return asked
+    return fastest_accurate(measured) or "onnxruntime"
 
 
 def choose_file_runtime(
@@ -321,8 +392,11 @@ def choose_file_runtime(
     return chosen, measured
 
 
-def _record_runtime(path: Path, chosen: str, measured: dict[str, dict[str, Any]]) -> None:
-    """Name the chosen runtime in the file's metadata (``predict``, ``eval``, ``bench`` run it there)."""
+def _record_runtime(
+    path: Path, chosen: str, measured: dict[str, dict[str, Any]], tuned: dict[str, Any] | None = None
+) -> None:
+    """Name the chosen runtime in the file's metadata (``predict``, ``eval``, ``bench`` run it there),
+    with what it was chosen from (and, after ``tune``, every file the settings were chosen from)."""
     import json
 
     import onnx
@@ -334,8 +408,20 @@ def _record_runtime(path: Path, chosen: str, measured: dict[str, dict[str, Any]]
     meta = json.loads(entry.value)
     meta["runtime"] = chosen
     meta["quantization"]["runtimes_measured"] = measured
+    if tuned is not None:
+        meta["quantization"]["tuned"] = tuned
     entry.value = json.dumps(meta)
     onnx.save(model, str(path))
+
+
+def _tuned_configs(config: QuantizeConfig) -> dict[str, QuantizeConfig]:
+    """``config`` with each setting of :data:`TUNED_SETTINGS` it can be combined with (AdaRound
+    rounds 8-bit per-channel weights only)."""
+    variants = {
+        label: replace(config, activations=acts, per_channel=per_channel, reduce_range=reduce)
+        for label, (acts, per_channel, reduce) in TUNED_SETTINGS.items()
+    }
+    return {label: variant for label, variant in variants.items() if not variant.validate()}
 
 
 def _ms(value: float | None) -> str:

@@ -24,7 +24,8 @@ for SiLU and no squeeze-excitation, then ``epochs`` of fine-tuning with the orig
 the original as teacher, settings of ``effnet distill``), ``finetune`` (the same without a
 teacher), ``quantize`` (settings of ``effnet quantize``; last, since it yields an ONNX file;
 ``runtime: auto`` lets it choose between ONNX Runtime and OpenVINO as ``effnet quantize`` does,
-recording the choice in the file, while the stage table stays timed in ONNX Runtime) and
+recording the choice in the file, while the stage table stays timed in ONNX Runtime; ``tune:
+true`` tries every int8 setting as ``effnet quantize --tune`` does) and
 ``export`` (the float model as ONNX; last).
 """
 
@@ -54,7 +55,7 @@ _PRUNE_KEYS = (
 _QUANTIZE_KEYS = (
     "mode dtype observer percentile per_channel activations bias_correction keep_float auto_float sensitivity_images "
     "classifier_bits reduce_range float_stem "
-    "calib_images qat_epochs qat_lr rounding adaround_iters runtime"
+    "calib_images qat_epochs qat_lr rounding adaround_iters runtime tune"
 ).split()
 _TRAIN_KEYS = "epochs lr augment amp temperature alpha".split()
 _STEP_KEYS = {
@@ -278,12 +279,14 @@ def _quantize_job(recipe: Recipe, step: RecipeStep, folder: Path) -> Any:
 
     settings = dict(step.settings)
     runtime = settings.pop("runtime", "onnxruntime")  # unless asked, the runtime the stage table is timed in
+    tune = bool(settings.pop("tune", False))  # every int8 setting, the fastest accurate file kept
     return QuantizeJob(
         weights=recipe.weights,
         data=recipe.data,
         out=str(folder),
         config=QuantizeConfig(**settings),
         runtime=runtime,
+        tune=tune,
         **{k: v for k, v in recipe.shared.items() if k in _QUANTIZE_JOB_KEYS},
     )
 
