@@ -671,6 +671,17 @@ def test_tune_keeps_the_fastest_setting_within_the_tolerance_and_reports_every_f
     assert len(json.loads((out / "bench.json").read_text())["results"]) == 18  # float + 8 files, 2 runtimes
 
 
+def test_tune_tries_every_setting_the_other_options_allow():
+    from effnet.compress.quantize_runner import TUNED_SETTINGS, _tuned_configs
+
+    every = _tuned_configs(QuantizeConfig(observer="mse", auto_float=2))
+    assert list(every) == list(TUNED_SETTINGS)
+    assert all(c.observer == "mse" and c.auto_float == 2 for c in every.values())  # the rest applies to all
+    assert {(c.activations, c.per_channel, c.reduce_range) for c in every.values()} == set(TUNED_SETTINGS.values())
+    # AdaRound learns 8-bit per-channel rounding: only the activation type is left to try.
+    assert list(_tuned_configs(QuantizeConfig(rounding="adaround"))) == ["u8-channel", "s8-channel"]
+
+
 def test_the_fastest_accurate_pair_is_chosen_among_files_and_runtimes():
     from effnet.compress.quantize_runner import fastest_accurate
 

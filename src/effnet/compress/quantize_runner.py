@@ -417,11 +417,13 @@ def _record_runtime(
 def _tuned_configs(config: QuantizeConfig) -> dict[str, QuantizeConfig]:
     """``config`` with each setting of :data:`TUNED_SETTINGS` it can be combined with (AdaRound
     rounds 8-bit per-channel weights only)."""
-    variants = {
-        label: replace(config, activations=acts, per_channel=per_channel, reduce_range=reduce)
-        for label, (acts, per_channel, reduce) in TUNED_SETTINGS.items()
-    }
-    return {label: variant for label, variant in variants.items() if not variant.validate()}
+    variants = {}
+    for label, (acts, per_channel, reduce) in TUNED_SETTINGS.items():
+        try:
+            variants[label] = replace(config, activations=acts, per_channel=per_channel, reduce_range=reduce)
+        except EffnetError:  # a combination these settings refuse
+            continue
+    return variants
 
 
 def _ms(value: float | None) -> str:
