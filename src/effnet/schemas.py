@@ -260,6 +260,7 @@ class BenchReport(Record):
     warmup: int = 0
     repeats: int = 0
     interleaved: bool = True
+    consecutive: int = 1  # runs of a candidate back to back in each round of the interleaving
     data: str | None = None  # the --data folder top-1 was measured on
     data_skipped: list[str] = field(default_factory=list)  # unreadable --data images, one line each
 

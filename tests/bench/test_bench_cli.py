@@ -62,12 +62,18 @@ def test_bench_table_compares_against_the_first_row(tmp_path, capsys):
     assert "2 interleaved runs after 0 warm-up" in out
     lines = [line for line in out.splitlines() if line.startswith(ckpt)]
     assert len(lines) == 2 and lines[0].endswith("1.00x") and lines[1].endswith("x")
+    assert main(["bench", ckpt, ckpt, *options, "--repeats", "4", "--consecutive", "3", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["consecutive"] == 3 and [r["repeats"] for r in report["results"]] == [4, 4]
+    assert main(["bench", ckpt, *options, "--consecutive", "3"]) == 0
+    assert "2 interleaved runs (3 back to back per round) after 0 warm-up" in capsys.readouterr().out
 
 
 def test_bench_cli_rejects_bad_options(capsys):
     for args, message in [
         (["--batch-sizes", "1,x"], "expected comma-separated whole numbers"),
         (["--runtime", "tensorrt"], "expected some of torch, compile, onnxruntime"),
+        (["--consecutive", "0"], "--consecutive"),
     ]:
         with pytest.raises(SystemExit) as exit_info:
             main(["bench", "efficientnet_b0", *args])

@@ -38,6 +38,25 @@ def test_candidates_are_timed_round_robin_and_a_failure_drops_only_that_one():
     assert samples["a"] == samples["b"] == [1000.0] * 5 and samples["c"] == [1000.0]
 
 
+def test_consecutive_runs_go_back_to_back_in_each_round_and_stop_at_repeats():
+    calls = []
+
+    def make(name):
+        return lambda: calls.append(name)
+
+    ticks = iter(range(10_000))
+    samples = interleaved_timings(
+        {"a": make("a"), "b": make("b")},
+        repeats=5,
+        warmup=1,
+        on_error=lambda key, exc: None,
+        clock=lambda: float(next(ticks)),
+        consecutive=3,
+    )
+    assert calls == ["a", "b"] + ["a"] * 3 + ["b"] * 3 + ["a"] * 2 + ["b"] * 2  # the last round tops up to 5
+    assert samples == {"a": [1000.0] * 5, "b": [1000.0] * 5}
+
+
 def test_cpu_time_leaves_out_waiting():
     import time
 

@@ -81,6 +81,7 @@ def benchmark(
     data: str | os.PathLike[str] | None = None,
     warmup: int = 10,
     repeats: int = 50,
+    consecutive: int = 1,
     fuse: bool = False,
     channels_last: bool = False,
     measure_memory: bool = True,
@@ -101,6 +102,8 @@ def benchmark(
         reference: ``torchvision`` or ``timm``: also measure that library's implementation of
             each effnet model, holding the same weights.
         data: an ImageFolder-style directory; adds top-1 accuracy.
+        consecutive: runs of each candidate back to back in each round (all timed); 1 alternates
+            every run, 3 or more times each model with its own weights warm in the caches.
         fuse: measure PyTorch runtimes on :func:`effnet.export.fuse_for_inference` copies.
         channels_last: run PyTorch runtimes in NHWC memory format (often faster on CPU).
         threads: intra-op threads for PyTorch, ONNX Runtime and OpenVINO (default: PyTorch's current).
@@ -110,6 +113,8 @@ def benchmark(
     True
     """
     _validate(runtimes, precision, batch_sizes, warmup, repeats, threads, reference, img_size)
+    if consecutive < 1:
+        raise EffnetError(f"consecutive runs must be at least 1, got {consecutive}")
     if not models:
         raise EffnetError("nothing to measure: give at least one model")
     dev = resolve_device(device)
@@ -125,7 +130,7 @@ def benchmark(
             settings = _Settings(dev, threads, precision, img_size, fuse, channels_last, compile_backend, Path(workdir))
             candidates = _make_candidates(targets, runtimes, settings, say)
             for batch_size in batch_sizes:
-                _measure_batch(candidates, batch_size, dev, warmup, repeats, measure_memory, say, threads)
+                _measure_batch(candidates, batch_size, dev, warmup, repeats, measure_memory, say, threads, consecutive)
             skipped = _measure_accuracy(candidates, data, say) if data is not None else []
             results = [row for b in batch_sizes for c in candidates for row in c.rows if row.batch_size == b]
     finally:
@@ -139,6 +144,7 @@ def benchmark(
         onnxruntime_version=_onnxruntime_version(),
         warmup=warmup,
         repeats=repeats,
+        consecutive=consecutive,
         data=os.path.abspath(data) if data is not None else None,
         data_skipped=skipped,
     )
@@ -317,6 +323,7 @@ def _measure_batch(
     measure_memory: bool,
     say: Callable[[str], None],
     threads: int | None = None,
+    consecutive: int = 1,
 ) -> None:
     runs: dict[int, Callable[[], None]] = {}
     rows: dict[int, BenchResult] = {}
@@ -353,7 +360,7 @@ def _measure_batch(
     # One CPU thread runs each model on the timing thread, so its CPU time is a latency that other
     # jobs on the cores do not inflate; with more threads (or a GPU) it would not be.
     cpu: dict[int, list[float]] | None = {} if threads == 1 and dev.type == "cpu" else None
-    timings = interleaved_timings(runs, repeats, warmup, failed, cpu_samples=cpu)
+    timings = interleaved_timings(runs, repeats, warmup, failed, cpu_samples=cpu, consecutive=consecutive)
     for index, samples in timings.items():
         row = rows[index]
         if row.error or not samples:

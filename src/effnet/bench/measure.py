@@ -4,7 +4,9 @@ Timing follows the usual discipline (as in nanoGPT's ``bench.py`` and ``torch.ut
 warm-up runs first (allocator, thread pools, lazy initialisation, compilation), then many
 timed runs with the device synchronised before the clock stops, reported as the median and
 the 90th percentile. Several candidates are timed *round-robin*, one run each per repetition,
-so a noisy neighbour slows them all alike and their ratio stays meaningful.
+so a noisy neighbour slows them all alike and their ratio stays meaningful; or a few runs back
+to back per round (``consecutive``), so each model runs with its own weights in the caches, as
+a model serving requests alone does, while the rounds still alternate.
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ def interleaved_timings(
     on_error: Callable[[str, BaseException], None],
     clock: Callable[[], float] | None = None,
     cpu_samples: dict[str, list[float]] | None = None,
+    consecutive: int = 1,
 ) -> dict[str, list[float]]:
-    """Time each callable ``repeats`` times in round-robin order after ``warmup`` untimed runs.
+    """Time each callable ``repeats`` times in round-robin order after ``warmup`` untimed runs,
+    ``consecutive`` runs of a callable back to back in each round (every one timed).
 
     Returns milliseconds per run for each key. A callable that raises is reported to
     ``on_error`` once and dropped; the others carry on. Each callable must synchronise its
@@ -78,9 +82,11 @@ def interleaved_timings(
     for _ in range(warmup):
         for key in list(live):
             attempt(key, timed=False)
-    for _ in range(repeats):
+    for _ in range(-(-repeats // consecutive)):
         for key in list(live):
-            attempt(key, timed=True)
+            for _ in range(min(consecutive, repeats - len(samples[key]))):
+                if key in live:
+                    attempt(key, timed=True)
     return samples
 
 

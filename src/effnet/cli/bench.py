@@ -64,6 +64,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format for torch/compile")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs per candidate first (default: 10)")
     p.add_argument("--repeats", type=positive_int, default=50, help="timed runs per candidate (default: 50)")
+    p.add_argument(
+        "--consecutive",
+        type=positive_int,
+        default=1,
+        metavar="K",
+        help="runs of each candidate back to back per round, all timed (default 1: alternate every run); "
+        "3 or more time each model with its weights warm in the caches, as when it serves requests alone",
+    )
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=run)
@@ -88,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         data=args.data,
         warmup=args.warmup,
         repeats=args.repeats,
+        consecutive=args.consecutive,
         fuse=args.fuse,
         channels_last=args.channels_last,
         measure_memory=not args.no_memory,
@@ -113,7 +122,10 @@ def format_report(report: BenchReport) -> str:
     header = f"{report.device} ({report.cpu}), {report.threads} threads, torch {report.torch_version}"
     if report.onnxruntime_version:
         header += f", onnxruntime {report.onnxruntime_version}"
-    header += f"; {report.repeats} interleaved runs after {report.warmup} warm-up, median and p90 latency"
+    runs = f"{report.repeats} interleaved runs"
+    if report.consecutive > 1:
+        runs += f" ({report.consecutive} back to back per round)"
+    header += f"; {runs} after {report.warmup} warm-up, median and p90 latency"
     first: dict[int, float] = {}
     rows = []
     with_cpu = any(r.cpu_ms_median for r in report.results)
