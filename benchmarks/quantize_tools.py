@@ -24,6 +24,9 @@ on the first ``--eval-images`` test images, preprocessed as ``effnet eval`` does
 timed interleaved (round-robin over all variants, ``--repeats`` rounds after warm-up) on one test
 image (a calibration image with ``--latency-only``), so machine load hits every variant alike; the
 table gives the median (and 90th percentile) and the median's ratio to ONNX Runtime fp32.
+``--consecutive K`` runs each variant K times back to back per round (``effnet bench
+--consecutive``): each then runs with its own weights warm in the caches, as a model deployed
+alone does, where one run per round (the default) starts each after another model.
 ``--latency-only`` skips the test set (for timing at 224 px, the size of the issue's table).
 
     OMP_NUM_THREADS=1 python benchmarks/quantize_tools.py --weights runs/fm-lite0-60k/best.safetensors \\
@@ -108,6 +111,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--consecutive", type=int, default=1, help="runs of a variant back to back per round")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lite", default=None, help="the Lite-swapped checkpoint of --weights: float and int8 rows")
     args = parser.parse_args()
@@ -417,12 +421,12 @@ def evaluate(variants: list[Variant], images: np.ndarray) -> dict[str, np.ndarra
 def time_all(variants: list[Variant], args) -> dict[str, tuple[float, float]]:  # noqa: ANN001
     """Median and 90th-percentile batch-1 milliseconds of each variant, all timed in one round-robin loop."""
     runs = {v.label: v.once for v in variants if v.once is not None}
-    say(f"timing {len(runs)} variants interleaved: {args.warmup} warm-up + {args.repeats} rounds ...")
+    say(f"timing {len(runs)} variants interleaved: {args.warmup} warm-up + {args.repeats} runs each ...")
 
     def failed(label: str, exc: BaseException) -> None:
         next(v for v in variants if v.label == label).problem = f"timing failed: {short_message(exc)}"
 
-    samples = interleaved_timings(runs, args.repeats, args.warmup, failed)
+    samples = interleaved_timings(runs, args.repeats, args.warmup, failed, consecutive=args.consecutive)
     return {label: (statistics.median(ms), percentile(ms, 90)) for label, ms in samples.items() if ms}
 
 
@@ -439,7 +443,9 @@ def report(variants, predictions, labels, latency, size, calib_count, args) -> N
         f"\n{cpu_name()}, avx512_vnni: {'yes' if 'avx512_vnni' in flags else 'no'}, {os.cpu_count()} CPUs, "
         f"{args.threads} thread(s), batch 1; {versions}\n"
         f"{Path(args.weights).name} at {size} px, {calib_count} calibration images, {evaluated}, "
-        f"median of {args.repeats} interleaved rounds\n"
+        f"median of {args.repeats} interleaved runs"
+        + (f", {args.consecutive} back to back per round" if args.consecutive > 1 else "")
+        + "\n"
     )
     print(
         "| variant | top-1 | agreement with float | MiB (x float) | median ms | p90 ms | ratio to ORT fp32 | build s |"
