@@ -121,6 +121,8 @@ def test_the_quantize_step_chooses_its_runtime_only_when_asked(trained, tmp_path
     assert _quantize_job(tuned, tuned.steps[0], Path("q")).tune
     with pytest.raises(effnet.EffnetError, match="--tune tries one scale per tensor"):
         load_recipe(_recipe(tmp_path, weights, data, "  - quantize: {tune: true, per_channel: false}\n"))
+    with pytest.raises(effnet.EffnetError, match="line 9: quantize: tune is true or false, got 'often'"):
+        load_recipe(_recipe(tmp_path, weights, data, "  - quantize: {tune: often}\n"))
 
 
 def test_the_example_recipe_is_valid(tmp_path, monkeypatch):

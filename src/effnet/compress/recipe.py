@@ -279,7 +279,9 @@ def _quantize_job(recipe: Recipe, step: RecipeStep, folder: Path) -> Any:
 
     settings = dict(step.settings)
     runtime = settings.pop("runtime", "onnxruntime")  # unless asked, the runtime the stage table is timed in
-    tune = bool(settings.pop("tune", False))  # every int8 setting, the fastest accurate file kept
+    tune = settings.pop("tune", False)  # every int8 setting, the fastest accurate file kept
+    if not isinstance(tune, bool):
+        raise EffnetError(f"tune is true or false, got {tune!r}")  # load_recipe adds where
     return QuantizeJob(
         weights=recipe.weights,
         data=recipe.data,
