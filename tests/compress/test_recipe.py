@@ -41,6 +41,8 @@ def test_prune_distill_quantize_in_one_report_then_resume(trained, tmp_path, cap
     assert quantized.size_mb < 0.35 * distilled.size_mb and quantized.params == 0
     assert all(row.top1 is not None and row.latency_ms_onnxruntime for row in report.passes)
     assert report.quant_error  # from the quantize step
+    stages = json.loads((out / "bench.json").read_text())  # each stage timed back to back, warm
+    assert stages["consecutive"] == 20 and all(r["repeats"] == 2 for r in stages["results"])
     assert (out / "steps" / "2-distill" / "best.safetensors").exists()
     assert (out / "steps" / "3-quantize" / "model.onnx").exists()
 

@@ -259,6 +259,11 @@ def _lite_config(step: RecipeStep) -> Any:
     return LiteSwapConfig(**{k: v for k, v in step.settings.items() if k in ("relu6", "remove_se")})
 
 
+# The stage table times each stage this many runs back to back per round, so each runs with its own
+# weights warm in the caches as a deployed model does (one run per round made the small int8 stage
+# pay for the float stage's 13 MiB of weights: docs/benchmarks.md, "Warm caches").
+STAGE_CONSECUTIVE = 20
+
 _QUANTIZE_JOB_KEYS = ("data_dir", "subset", "batch_size", "img_size", "workers", "seed", "threads", "repeats")
 
 
@@ -385,6 +390,7 @@ def measure_stages(
         img_size=size,
         threads=shared.get("threads"),
         repeats=shared.get("repeats", 50),
+        consecutive=STAGE_CONSECUTIVE,
         measure_memory=False,
     )
     _write_json(out / "bench.json", bench.to_dict())
