@@ -247,15 +247,14 @@ def _run(
         for label in results
         for r in runtimes
     }
+    # One rule for the runtime alone and for (file, runtime) pairs; a runtime asked for is the only candidate.
+    allowed = {k: m for k, m in measured.items() if job.runtime in ("auto", k[1])}
+    fallback = (next(iter(results)), "onnxruntime" if job.runtime == "auto" else job.runtime)
+    label, chosen = fastest_accurate(allowed) or fallback
     if job.tune:
-        allowed = {k: m for k, m in measured.items() if job.runtime == "auto" or k[1] == job.runtime}
-        label, chosen = fastest_accurate(allowed) or (next(iter(results)), runtimes[0])
         shutil.copyfile(files[label], out / "model.onnx")
         _log(f"tuned: {label} in {chosen}, the fastest within {RUNTIME_TOP1_TOLERANCE} points of the most "
              f"accurate of {len(measured)} (files in {out / 'tune'})")  # fmt: skip
-    else:
-        label = "quantized"
-        chosen = _choose_runtime(job.runtime, {r: measured[(label, r)] for r in runtimes})
     result = results[label]
     tuned = {"chosen": label, "measured": {f"{k[0]} ({k[1]})": m for k, m in measured.items()}} if job.tune else None
     _record_runtime(out / "model.onnx", chosen, {r: measured[(label, r)] for r in runtimes}, tuned)
